@@ -1,0 +1,1 @@
+"""Agents, exploration methods and the small shared pieces (networks, distributions, math) they use."""

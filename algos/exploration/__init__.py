@@ -1,0 +1,1 @@
+"""Exploration methods: intrinsic rewards, action noise, learned exploration."""

@@ -1,0 +1,101 @@
+"""Exact snapshots of environment state, so that a resumed run continues mid-episode bit for bit.
+
+gymnasium has no state API, so a snapshot walks the wrapper chain and keeps each layer's plain
+attributes (numbers, arrays, RNG states, ...): TimeLimit's step counter, the env's np_random, the
+vector env's buffers. MuJoCo environments add the full integration state (mj_getState with
+mjSTATE_INTEGRATION: positions, velocities, activations, controls, warm-start accelerations).
+An environment with other hidden state implements `get_snapshot()` / `restore_snapshot(state)` itself.
+"""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+
+_PLAIN = (bool, int, float, str, bytes, type(None), np.ndarray, np.generic)
+_SKIP = {"env", "envs", "observation_space", "action_space", "single_observation_space",
+         "single_action_space", "spec", "metadata", "render_mode", "model", "data",
+         "mujoco_renderer", "env_fns"}
+
+
+def _is_plain(value) -> bool:
+    if isinstance(value, _PLAIN):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_is_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_plain(v) for k, v in value.items())
+    return False
+
+
+def _layer_state(obj) -> dict:
+    state = {}
+    for name, value in vars(obj).items():
+        if name in _SKIP or name.startswith("_ezpickle"):
+            continue
+        if isinstance(value, np.random.Generator):
+            state[name] = ("rng", copy.deepcopy(value.bit_generator.state))
+        elif _is_plain(value):
+            state[name] = ("value", copy.deepcopy(value))
+    return state
+
+
+def _set_layer_state(obj, state: dict) -> None:
+    for name, (kind, value) in state.items():
+        if kind == "rng":
+            getattr(obj, name).bit_generator.state = copy.deepcopy(value)
+        else:
+            setattr(obj, name, copy.deepcopy(value))
+
+
+def _layers(env):
+    while True:
+        yield env
+        if not hasattr(env, "env"):
+            return
+        env = env.env
+
+
+def _mujoco_state(env):
+    import mujoco
+    spec = mujoco.mjtState.mjSTATE_INTEGRATION
+    buf = np.empty(mujoco.mj_stateSize(env.model, spec))
+    mujoco.mj_getState(env.model, env.data, buf, spec)
+    return buf
+
+
+def _set_mujoco_state(env, buf) -> None:
+    import mujoco
+    mujoco.mj_setState(env.model, env.data, buf, mujoco.mjtState.mjSTATE_INTEGRATION)
+
+
+def get_env_state(env) -> list:
+    """Snapshot of one (wrapped) environment."""
+    snapshot = []
+    for layer in _layers(env):
+        entry = {"attrs": _layer_state(layer)}
+        if hasattr(layer, "get_snapshot") and not hasattr(layer, "env"):
+            entry["custom"] = layer.get_snapshot()
+        elif hasattr(layer, "model") and hasattr(layer, "data") and not hasattr(layer, "env"):
+            entry["mujoco"] = _mujoco_state(layer)
+        snapshot.append(entry)
+    return snapshot
+
+
+def set_env_state(env, snapshot: list) -> None:
+    for layer, entry in zip(_layers(env), snapshot, strict=True):
+        _set_layer_state(layer, entry["attrs"])
+        if "custom" in entry:
+            layer.restore_snapshot(entry["custom"])
+        elif "mujoco" in entry:
+            _set_mujoco_state(layer, entry["mujoco"])
+
+
+def get_vector_env_state(vec_env) -> dict:
+    return {"vector": _layer_state(vec_env), "envs": [get_env_state(e) for e in vec_env.envs]}
+
+
+def set_vector_env_state(vec_env, state: dict) -> None:
+    _set_layer_state(vec_env, state["vector"])
+    for env, env_state in zip(vec_env.envs, state["envs"], strict=True):
+        set_env_state(env, env_state)

@@ -1,0 +1,39 @@
+"""Building environments from the `env` config group."""
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.vector import AutoresetMode, SyncVectorEnv
+from gymnasium.wrappers import ClipAction, RescaleAction
+
+from algos.common.checks import ConfigError
+
+
+def make_env(env_cfg) -> gym.Env:
+    """gymnasium.make(env.id, **env.kwargs) with the episode limit from env.max_episode_steps.
+
+    Continuous actions are then normalised as rllab's `normalize` did: the agent acts in [-1, 1]
+    (actions outside are clipped) and the wrapper rescales to the environment's bounds."""
+    import envs  # noqa: F401  (registers the explorebench/ namespace)
+
+    kwargs = dict(env_cfg.get("kwargs") or {})
+    if env_cfg.get("max_episode_steps") is not None:
+        kwargs["max_episode_steps"] = int(env_cfg.max_episode_steps)
+    try:
+        env = gym.make(env_cfg.id, **kwargs)
+    except gym.error.Error as err:
+        raise ConfigError(f"env.id: gymnasium cannot make {env_cfg.id!r} ({err})") from err
+    space = env.action_space
+    if isinstance(space, gym.spaces.Box):
+        bounded = np.all(np.isfinite(space.low)) and np.all(np.isfinite(space.high))
+        if bounded and not (np.all(space.low == -1) and np.all(space.high == 1)):
+            env = RescaleAction(env, -1.0, 1.0)
+        env = ClipAction(env)
+    return env
+
+
+def make_vector_env(env_cfg, num_envs: int) -> SyncVectorEnv:
+    """N copies stepped in-process (faster than subprocesses for MuJoCo on few cores). Episodes
+    reset within the step that ends them; the final observation is in info["final_obs"]."""
+    return SyncVectorEnv([lambda: make_env(env_cfg) for _ in range(num_envs)],
+                         copy=False, autoreset_mode=AutoresetMode.SAME_STEP)

@@ -1,0 +1,263 @@
+"""python -m runner.train: one run of agent x exploration method x environment (a Hydra app).
+
+    python -m runner.train agent=trpo exploration=none env=half_cheetah seed=0 total_env_steps=100000
+
+One iteration (DESIGN.md): collect a rollout -> r_int = exploration.intrinsic_reward(rollout) ->
+r = r_ext + coef * normalise(r_int) -> agent.update -> exploration.update -> one progress.csv row ->
+a checkpoint every `checkpoint_every` iterations. Exit codes: 0 done (or already finished),
+1 a failure such as NaN, 2 an invalid configuration, 128 + signal number after SIGTERM/SIGINT.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from algos.common.checks import ConfigError, NonFiniteError, check_finite
+from algos.common.nets import action_kind
+from algos.exploration.base import IntrinsicRewardShaper
+from runner import checkpoint as ckpt
+from runner.collect import OnPolicyCollector
+from runner.config import config_differences, resolve_device, validate_run_config
+from runner.envs import make_vector_env
+from runner.manifest import launch_record, write_manifest
+from runner.progress import ConsoleProgress, ProgressCSV, WandbMirror
+
+log = logging.getLogger("explorebench")
+EXIT_FAILED, EXIT_CONFIG = 1, 2
+
+
+class GracefulStop:
+    """SIGTERM / SIGINT ask the loop to checkpoint and exit after the current iteration; a second
+    signal stops at once."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self.previous = {}
+
+    def _handle(self, signum, frame):
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+        log.warning("received %s: checkpointing after this iteration", signal.Signals(signum).name)
+
+    def __enter__(self):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+def observation_kind(space) -> str:
+    return "pixels" if len(space.shape) == 3 else "vector"
+
+
+def check_compatibility(agent, exploration, vec_env, choices: dict) -> None:
+    """Refuse combinations that cannot work, naming the config options involved."""
+    env_name, agent_name, expl_name = (choices.get(k, k) for k in ("env", "agent", "exploration"))
+    act_kind = action_kind(vec_env.single_action_space)
+    obs_kind = observation_kind(vec_env.single_observation_space)
+    if act_kind not in agent.action_kinds:
+        raise ConfigError(f"agent={agent_name} needs {' or '.join(agent.action_kinds)} actions but "
+                          f"env={env_name} has {act_kind} actions")
+    req = exploration.requires
+    problems = [(act_kind, req.action_kinds, f"env={env_name} has {act_kind} actions"),
+                (agent.family, req.agent_families, f"agent={agent_name} is {agent.family}"),
+                (obs_kind, req.observation_kinds, f"env={env_name} has {obs_kind} observations")]
+    for value, allowed, what in problems:
+        if value not in allowed:
+            raise ConfigError(f"exploration={expl_name} cannot run here: {what}; it supports "
+                              f"{' | '.join(allowed)}")
+
+
+def derive_seeds(seed: int, num_envs: int) -> dict:
+    """Independent streams for every consumer of randomness, all from the run's `seed`."""
+    env_ss, agent_ss, expl_ss, global_ss = np.random.SeedSequence(seed).spawn(4)
+    return {"envs": [int(s) for s in env_ss.generate_state(num_envs)],
+            "agent": int(agent_ss.generate_state(1)[0]),
+            "exploration": int(expl_ss.generate_state(1)[0]),
+            "global": int(global_ss.generate_state(1)[0])}
+
+
+def build_exploration(expl_cfg: DictConfig, observation_space, action_space, seed: int, device):
+    params = OmegaConf.to_container(expl_cfg, resolve=True)
+    shaper = IntrinsicRewardShaper(params.pop("coef", 0.0), params.pop("normalise", "none"))
+    method = instantiate(params, observation_space=observation_space, action_space=action_space,
+                         seed=seed, device=device, _convert_="all")
+    return method, shaper
+
+
+def _mean(xs) -> float:
+    return float(np.mean(xs)) if len(xs) else float("nan")
+
+
+def train(cfg: DictConfig, run_dir: Path, choices: dict, show_progress: bool | None = None) -> int:
+    """Run (or resume) one training run in `run_dir`; returns the process exit code."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "error.txt").unlink(missing_ok=True)
+    try:
+        return _train(cfg, run_dir, choices, show_progress)
+    except ConfigError as err:
+        print(f"explorebench: invalid configuration: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    except NonFiniteError as err:
+        (run_dir / "error.txt").write_text(f"{err}\n")
+        log.error("%s", err)
+        print(f"explorebench: run stopped: {err} (the last checkpoint is intact)", file=sys.stderr)
+        return EXIT_FAILED
+    except Exception:
+        (run_dir / "error.txt").write_text(traceback.format_exc())
+        raise
+
+
+def _train(cfg: DictConfig, run_dir: Path, choices: dict, show_progress: bool | None) -> int:
+    # -- validate and build (no training work yet) ----------------------------------------------
+    validate_run_config(cfg)
+    torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    agent_cfg = cfg.agent
+    num_envs, batch_size = agent_cfg.num_envs, agent_cfg.batch_size
+    n_iterations = cfg.total_env_steps // batch_size
+    seeds = derive_seeds(cfg.seed, num_envs)
+    torch.manual_seed(seeds["global"])
+    np.random.seed(seeds["global"] % 2**32)
+
+    vec_env = make_vector_env(cfg.env, num_envs)
+    obs_space, act_space = vec_env.single_observation_space, vec_env.single_action_space
+    agent = instantiate(agent_cfg, observation_space=obs_space, action_space=act_space,
+                        device=device, seed=seeds["agent"], num_iterations=n_iterations,
+                        _convert_="all")
+    exploration, shaper = build_exploration(cfg.exploration, obs_space, act_space,
+                                            seeds["exploration"], device)
+    check_compatibility(agent, exploration, vec_env, choices)
+    collector = OnPolicyCollector(vec_env, batch_size // num_envs)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    component = {k: f"{k} ({choices.get(k, '?')})" for k in ("agent", "exploration")}
+
+    # -- resume or start --------------------------------------------------------------------------
+    state = ckpt.load_checkpoint(run_dir) if cfg.resume else None
+    hydra_files = _hydra_files(run_dir)
+    if state is not None:
+        differences = config_differences(state["config"], config)
+        if differences:
+            _restore_hydra_files(run_dir, state.get("hydra_files", {}))
+            raise ConfigError(
+                f"run directory {run_dir} holds a run with a different configuration ("
+                + "; ".join(differences) + "); use another hydra.run.dir, or resume=false to start over")
+        if state["iteration"] >= n_iterations:
+            log.info("run in %s already finished (%d iterations); nothing to do", run_dir, state["iteration"])
+            return 0
+        agent.load_state_dict(state["agent"])
+        exploration.load_state_dict(state["exploration"])
+        shaper.load_state_dict(state["shaper"])
+        collector.load_state_dict(state["collector"])
+        ckpt.set_global_rng_state(state["rng"])
+        start, wall_offset, hydra_files = state["iteration"], state["wall_s"], state["hydra_files"]
+        log.info("resuming %s from iteration %d", run_dir, start)
+    else:
+        collector.reset(seeds["envs"])
+        start, wall_offset = 0, 0.0
+    progress = ProgressCSV(run_dir / "progress.csv")
+    progress.resume(start) if state is not None else progress.start_fresh()
+    write_manifest(run_dir, launch_record(cfg.seed, device), resumed=state is not None)
+    group = "/".join([cfg.experiment, *(choices.get(k, "?") for k in ("env", "agent", "exploration"))])
+    wandb = WandbMirror(cfg.logger.wandb, run_dir, config, group, state and state.get("wandb_id"))
+    console = ConsoleProgress(n_iterations * batch_size, start * batch_size, show_progress)
+
+    def save(iteration: int, wall_s: float) -> None:
+        ckpt.save_checkpoint(run_dir, {
+            "iteration": iteration, "env_steps": iteration * batch_size, "wall_s": wall_s,
+            "config": config, "choices": choices, "hydra_files": hydra_files,
+            "agent": agent.state_dict(), "exploration": exploration.state_dict(),
+            "shaper": shaper.state_dict(), "collector": collector.state_dict(),
+            "rng": ckpt.global_rng_state(), "wandb_id": wandb.run_id})
+        meta = {"iteration": iteration, "env_steps": iteration * batch_size,
+                "total_iterations": n_iterations, "finished": iteration >= n_iterations}
+        (run_dir / "checkpoints" / "last.json").write_text(json.dumps(meta))
+
+    # -- train ------------------------------------------------------------------------------------
+    launch_time = time.perf_counter()
+    exit_code = EXIT_FAILED
+    try:
+        with GracefulStop() as stop:
+            for iteration in range(start + 1, n_iterations + 1):
+                t0 = time.perf_counter()
+                rollout, episodes = collector.collect(agent, exploration)
+                t1 = time.perf_counter()
+                r_int = exploration.intrinsic_reward(rollout)
+                check_finite(component["exploration"], intrinsic_reward=r_int)
+                bonus = shaper(r_int)
+                rollout.rewards = rollout.rewards_ext + bonus
+                t2 = time.perf_counter()
+                agent_metrics = agent.update(rollout)
+                t3 = time.perf_counter()
+                explore_metrics = exploration.update(rollout)
+                t4 = time.perf_counter()
+                wall_s = wall_offset + (t4 - launch_time)
+                row = {
+                    "iteration": iteration, "env_steps": iteration * batch_size, "wall_s": wall_s,
+                    "sps": batch_size / (t4 - t0),
+                    "return_ext_mean": _mean(episodes.returns),
+                    "return_ext_std": float(np.std(episodes.returns)) if episodes.returns else float("nan"),
+                    "task_metric_mean": _mean(episodes.task_metrics),
+                    "episode_len_mean": _mean(episodes.lengths), "episodes": len(episodes.returns),
+                    "bonus_raw_mean": float(np.mean(r_int)), "bonus_scaled_mean": float(np.mean(bonus)),
+                    "time_collect_s": t1 - t0, "time_bonus_s": t2 - t1,
+                    "time_explore_update_s": t4 - t3, "time_agent_update_s": t3 - t2,
+                    **agent_metrics, **{f"expl_{k}": v for k, v in explore_metrics.items()},
+                }
+                progress.write(row)
+                wandb.log(row)
+                console.update(row)
+                if iteration % cfg.checkpoint_every == 0 or iteration == n_iterations or stop.signum:
+                    save(iteration, wall_s)
+                if stop.signum:
+                    log.warning("stopped by signal after iteration %d; relaunch the same command to resume", iteration)
+                    exit_code = 128 + stop.signum
+                    return exit_code
+        exit_code = 0
+        log.info("finished %d iterations (%d env steps) in %s", n_iterations, n_iterations * batch_size, run_dir)
+        return 0
+    finally:
+        console.close()
+        progress.close()
+        wandb.close(exit_code)
+        vec_env.close()
+
+
+def _hydra_files(run_dir: Path) -> dict:
+    hydra_dir = run_dir / ".hydra"
+    return {p.name: p.read_text() for p in hydra_dir.glob("*.yaml")} if hydra_dir.exists() else {}
+
+
+def _restore_hydra_files(run_dir: Path, files: dict) -> None:
+    """Hydra rewrites .hydra/ at every launch; put back the files of the run the directory holds."""
+    for name, text in files.items():
+        (run_dir / ".hydra" / name).write_text(text)
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    runtime = HydraConfig.get().runtime
+    code = train(cfg, Path(runtime.output_dir), dict(runtime.choices))
+    if code:
+        sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

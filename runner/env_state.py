@@ -2,8 +2,9 @@
 
 gymnasium has no state API, so a snapshot walks the wrapper chain and keeps each layer's plain
 attributes (numbers, arrays, RNG states, ...): TimeLimit's step counter, the env's np_random, the
-vector env's buffers. MuJoCo environments add the full integration state (mj_getState with
-mjSTATE_INTEGRATION: positions, velocities, activations, controls, warm-start accelerations).
+vector env's buffers. MuJoCo environments add a copy of the whole MjData: the integration state
+alone is not enough, because gymnasium's step() reads derived quantities left by the previous
+mj_step (e.g. Ant's x-velocity uses the body positions computed before the last integration).
 An environment with other hidden state implements `get_snapshot()` / `restore_snapshot(state)` itself.
 """
 from __future__ import annotations
@@ -42,8 +43,10 @@ def _layer_state(obj) -> dict:
 
 def _set_layer_state(obj, state: dict) -> None:
     for name, (kind, value) in state.items():
-        if kind == "rng":
-            getattr(obj, name).bit_generator.state = copy.deepcopy(value)
+        if kind == "rng":  # the attribute may still be None in a fresh process
+            bit_generator = getattr(np.random, value["bit_generator"])()
+            bit_generator.state = copy.deepcopy(value)
+            setattr(obj, name, np.random.Generator(bit_generator))
         else:
             setattr(obj, name, copy.deepcopy(value))
 
@@ -56,17 +59,13 @@ def _layers(env):
         env = env.env
 
 
-def _mujoco_state(env):
-    import mujoco
-    spec = mujoco.mjtState.mjSTATE_INTEGRATION
-    buf = np.empty(mujoco.mj_stateSize(env.model, spec))
-    mujoco.mj_getState(env.model, env.data, buf, spec)
-    return buf
-
-
-def _set_mujoco_state(env, buf) -> None:
-    import mujoco
-    mujoco.mj_setState(env.model, env.data, buf, mujoco.mjtState.mjSTATE_INTEGRATION)
+def _set_mujoco_data(env, saved) -> None:
+    """MjData has no in-place copy in the Python bindings, so the env gets a fresh copy (and the
+    renderer, which holds a reference, is pointed at it)."""
+    env.data = copy.deepcopy(saved)
+    renderer = getattr(env, "mujoco_renderer", None)
+    if renderer is not None:
+        renderer.data = env.data
 
 
 def get_env_state(env) -> list:
@@ -77,7 +76,7 @@ def get_env_state(env) -> list:
         if hasattr(layer, "get_snapshot") and not hasattr(layer, "env"):
             entry["custom"] = layer.get_snapshot()
         elif hasattr(layer, "model") and hasattr(layer, "data") and not hasattr(layer, "env"):
-            entry["mujoco"] = _mujoco_state(layer)
+            entry["mujoco"] = copy.deepcopy(layer.data)
         snapshot.append(entry)
     return snapshot
 
@@ -88,7 +87,7 @@ def set_env_state(env, snapshot: list) -> None:
         if "custom" in entry:
             layer.restore_snapshot(entry["custom"])
         elif "mujoco" in entry:
-            _set_mujoco_state(layer, entry["mujoco"])
+            _set_mujoco_data(layer, entry["mujoco"])
 
 
 def get_vector_env_state(vec_env) -> dict:

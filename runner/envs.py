@@ -27,7 +27,8 @@ def make_env(env_cfg) -> gym.Env:
     if isinstance(space, gym.spaces.Box):
         bounded = np.all(np.isfinite(space.low)) and np.all(np.isfinite(space.high))
         if bounded and not (np.all(space.low == -1) and np.all(space.high == 1)):
-            env = RescaleAction(env, -1.0, 1.0)
+            unit = np.ones(space.shape, space.dtype)
+            env = RescaleAction(env, -unit, unit)
         env = ClipAction(env)
     return env
 

@@ -21,6 +21,7 @@ import hydra
 import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -93,11 +94,21 @@ def derive_seeds(seed: int, num_envs: int) -> dict:
             "global": int(global_ss.generate_state(1)[0])}
 
 
+def build(config, **kwargs):
+    """hydra.utils.instantiate, letting a constructor's ConfigError through unwrapped."""
+    try:
+        return instantiate(config, **kwargs, _convert_="all")
+    except InstantiationException as err:
+        if isinstance(err.__cause__, ConfigError):
+            raise err.__cause__ from None
+        raise
+
+
 def build_exploration(expl_cfg: DictConfig, observation_space, action_space, seed: int, device):
     params = OmegaConf.to_container(expl_cfg, resolve=True)
     shaper = IntrinsicRewardShaper(params.pop("coef", 0.0), params.pop("normalise", "none"))
-    method = instantiate(params, observation_space=observation_space, action_space=action_space,
-                         seed=seed, device=device, _convert_="all")
+    method = build(params, observation_space=observation_space, action_space=action_space,
+                   seed=seed, device=device)
     return method, shaper
 
 
@@ -139,9 +150,8 @@ def _train(cfg: DictConfig, run_dir: Path, choices: dict, show_progress: bool | 
 
     vec_env = make_vector_env(cfg.env, num_envs)
     obs_space, act_space = vec_env.single_observation_space, vec_env.single_action_space
-    agent = instantiate(agent_cfg, observation_space=obs_space, action_space=act_space,
-                        device=device, seed=seeds["agent"], num_iterations=n_iterations,
-                        _convert_="all")
+    agent = build(agent_cfg, observation_space=obs_space, action_space=act_space,
+                  device=device, seed=seeds["agent"], num_iterations=n_iterations)
     exploration, shaper = build_exploration(cfg.exploration, obs_space, act_space,
                                             seeds["exploration"], device)
     check_compatibility(agent, exploration, vec_env, choices)

@@ -104,3 +104,4 @@ class OnPolicyAgent:
         self.rng.bit_generator.state = state["rng"]
         if self.obs_rms is not None:
             self.obs_rms.load_state_dict(state["obs_rms"])
+        self.refresh_acting()  # the acting copies follow the loaded weights

@@ -76,7 +76,7 @@ class MLPBaseline:
         obs_t, ret_t = self._tensor(obs), self._tensor(returns)
         n = len(obs_t)
         for _ in range(self.epochs):
-            order = torch.randperm(n, generator=self.generator).to(self.device)
+            order = torch.randperm(n, generator=self.generator, device=self.device)
             for start in range(0, n, self.minibatch_size):
                 idx = order[start:start + self.minibatch_size]
                 loss = (self.net(obs_t[idx]).squeeze(-1) - ret_t[idx]).square().mean()

@@ -1,0 +1,50 @@
+import csv
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ["WANDB_MODE"] = "disabled"
+ROOT = Path(__file__).resolve().parent.parent
+TEST_CONF = Path(__file__).resolve().parent / "conf"
+
+# Tiny budgets that still exercise every phase (2 iterations unless a test says otherwise).
+TINY = {
+    "trpo": ["agent.batch_size=200", "agent.num_envs=2", "total_env_steps=400"],
+    "ppo": ["agent.batch_size=128", "agent.num_envs=2", "agent.num_minibatches=4",
+            "agent.update_epochs=2", "total_env_steps=256"],
+}
+
+
+def train_in_process(run_dir, *overrides):
+    """Run runner.train's training function in this process; returns the exit code."""
+    from runner.config import compose
+    from runner.train import train
+
+    cfg, choices = compose([f"hydra.searchpath=[file://{TEST_CONF}]", *overrides])
+    return train(cfg, Path(run_dir), choices, show_progress=False)
+
+
+def train_command(run_dir, *overrides):
+    return [sys.executable, "-m", "runner.train", f"hydra.run.dir={run_dir}",
+            f"hydra.searchpath=[file://{TEST_CONF}]", *overrides]
+
+
+def read_progress(run_dir) -> list[dict]:
+    with open(Path(run_dir) / "progress.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def learning_columns(rows: list[dict]) -> list[dict]:
+    """Rows without the columns that measure time rather than learning."""
+    from runner.progress import TIMING_COLUMNS
+
+    return [{k: v for k, v in row.items() if k not in TIMING_COLUMNS} for row in rows]
+
+
+@pytest.fixture
+def subprocess_env():
+    env = dict(os.environ, WANDB_MODE="disabled", PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env

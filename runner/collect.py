@@ -3,10 +3,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import logging
+
 import numpy as np
 
 from algos.common.rollout import Rollout
 from runner.env_state import get_vector_env_state, set_vector_env_state
+
+log = logging.getLogger("explorebench")
 
 
 @dataclass
@@ -26,8 +30,11 @@ class OnPolicyCollector:
         self.obs = None
         self.episode_return = np.zeros(self.num_envs)
         self.episode_step = np.zeros(self.num_envs, np.int64)
+        self.seeds: list[int] = []
+        self.resets = 0  # restarts forced by resuming without an env snapshot
 
     def reset(self, seeds: list[int]) -> None:
+        self.seeds = list(seeds)
         self.obs, _ = self.env.reset(seed=seeds)
         self.obs = self.obs.copy()
         self.episode_return[:] = 0
@@ -87,11 +94,21 @@ class OnPolicyCollector:
         return np.zeros(n), np.zeros(n, bool)
 
     def state_dict(self) -> dict:
-        return {"env": get_vector_env_state(self.env), "obs": self.obs.copy(),
-                "episode_return": self.episode_return.copy(), "episode_step": self.episode_step.copy()}
+        return {"env": get_vector_env_state(self.env), "obs": self.obs.copy(), "seeds": self.seeds,
+                "episode_return": self.episode_return.copy(), "episode_step": self.episode_step.copy(),
+                "resets": self.resets}
 
     def load_state_dict(self, state: dict) -> None:
+        self.resets = state["resets"]
+        if state["env"] is None:
+            # No snapshot (ale-py's C++ batch): restart the episodes, with fresh but reproducible seeds.
+            log.warning("this vector env cannot be snapshotted: episodes in progress restart on resume")
+            self.resets += 1
+            self.reset([s + 7919 * self.resets for s in state["seeds"]])
+            self.seeds = state["seeds"]
+            return
         set_vector_env_state(self.env, state["env"])
+        self.seeds = state["seeds"]
         self.obs = state["obs"].copy()
         self.episode_return = state["episode_return"].copy()
         self.episode_step = state["episode_step"].copy()

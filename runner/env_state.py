@@ -5,13 +5,17 @@ attributes (numbers, arrays, RNG states, ...): TimeLimit's step counter, the env
 vector env's buffers. MuJoCo environments add a copy of the whole MjData: the integration state
 alone is not enough, because gymnasium's step() reads derived quantities left by the previous
 mj_step (e.g. Ant's x-velocity uses the body positions computed before the last integration).
+Atari (ale-py's AtariEnv) adds the emulator state with its RNG (ALEInterface.cloneState).
+A vector env other than SyncVectorEnv (ale-py's C++ AtariVectorEnv) cannot be snapshotted.
 An environment with other hidden state implements `get_snapshot()` / `restore_snapshot(state)` itself.
 """
 from __future__ import annotations
 
 import copy
+from collections import deque
 
 import numpy as np
+from gymnasium.vector import SyncVectorEnv
 
 _PLAIN = (bool, int, float, str, bytes, type(None), np.ndarray, np.generic)
 _SKIP = {"env", "envs", "observation_space", "action_space", "single_observation_space",
@@ -36,6 +40,8 @@ def _layer_state(obj) -> dict:
             continue
         if isinstance(value, np.random.Generator):
             state[name] = ("rng", copy.deepcopy(value.bit_generator.state))
+        elif isinstance(value, deque) and _is_plain(list(value)):  # FrameStackObservation
+            state[name] = ("deque", (copy.deepcopy(list(value)), value.maxlen))
         elif _is_plain(value):
             state[name] = ("value", copy.deepcopy(value))
     return state
@@ -47,6 +53,9 @@ def _set_layer_state(obj, state: dict) -> None:
             bit_generator = getattr(np.random, value["bit_generator"])()
             bit_generator.state = copy.deepcopy(value)
             setattr(obj, name, np.random.Generator(bit_generator))
+        elif kind == "deque":
+            items, maxlen = value
+            setattr(obj, name, deque(copy.deepcopy(items), maxlen=maxlen))
         else:
             setattr(obj, name, copy.deepcopy(value))
 
@@ -77,6 +86,8 @@ def get_env_state(env) -> list:
             entry["custom"] = layer.get_snapshot()
         elif hasattr(layer, "model") and hasattr(layer, "data") and not hasattr(layer, "env"):
             entry["mujoco"] = copy.deepcopy(layer.data)
+        elif hasattr(layer, "ale") and not hasattr(layer, "env"):
+            entry["ale"] = layer.ale.cloneState(include_rng=True)
         snapshot.append(entry)
     return snapshot
 
@@ -88,9 +99,14 @@ def set_env_state(env, snapshot: list) -> None:
             layer.restore_snapshot(entry["custom"])
         elif "mujoco" in entry:
             _set_mujoco_data(layer, entry["mujoco"])
+        elif "ale" in entry:
+            layer.ale.restoreState(entry["ale"])
 
 
-def get_vector_env_state(vec_env) -> dict:
+def get_vector_env_state(vec_env) -> dict | None:
+    """Snapshot of a SyncVectorEnv and its envs; None for a vector env that has no snapshots."""
+    if not isinstance(vec_env, SyncVectorEnv):
+        return None
     return {"vector": _layer_state(vec_env), "envs": [get_env_state(e) for e in vec_env.envs]}
 
 

@@ -16,6 +16,11 @@ def make_env(env_cfg) -> gym.Env:
     (actions outside are clipped) and the wrapper rescales to the environment's bounds."""
     import envs  # noqa: F401  (registers the explorebench/ namespace)
 
+    if env_cfg.get("atari") is not None:
+        from envs.atari import make_atari_env, validate
+
+        validate(env_cfg)
+        return make_atari_env(env_cfg)
     kwargs = dict(env_cfg.get("kwargs") or {})
     if env_cfg.get("max_episode_steps") is not None:
         kwargs["max_episode_steps"] = int(env_cfg.max_episode_steps)
@@ -34,7 +39,12 @@ def make_env(env_cfg) -> gym.Env:
 
 
 def make_vector_env(env_cfg, num_envs: int) -> SyncVectorEnv:
-    """N copies stepped in-process (faster than subprocesses for MuJoCo on few cores). Episodes
-    reset within the step that ends them; the final observation is in info["final_obs"]."""
+    """N copies stepped in-process (faster than subprocesses for MuJoCo on few cores), or for
+    Atari ale-py's threaded batch (envs/atari.py). Episodes reset within the step that ends them;
+    the final observation is in info["final_obs"]."""
+    if env_cfg.get("atari") is not None:
+        from envs.atari import make_atari_vector_env
+
+        return make_atari_vector_env(env_cfg, num_envs)
     return SyncVectorEnv([lambda: make_env(env_cfg) for _ in range(num_envs)],
                          copy=False, autoreset_mode=AutoresetMode.SAME_STEP)

@@ -8,7 +8,7 @@ from algos.agents.trpo import TRPO, backtracking_line_search, fisher_vector_prod
 from algos.common.baselines import LinearFeatureBaseline
 from algos.common.distributions import Categorical, DiagGaussian
 from algos.common.math import conjugate_gradient, gae
-from algos.common.nets import GaussianMLPPolicy, CategoricalMLPPolicy
+from algos.common.nets import CategoricalPolicy, GaussianPolicy, mlp
 from algos.common.normalizers import DiscountedReturnScaler, RunningMeanStd
 from algos.exploration.base import IntrinsicRewardShaper
 
@@ -25,8 +25,8 @@ def test_conjugate_gradient_solves_random_spd_system():
 @pytest.mark.parametrize("discrete", [False, True])
 def test_fisher_vector_product_equals_hessian_of_mean_kl(discrete):
     torch.manual_seed(0)
-    policy = (CategoricalMLPPolicy(3, 4, (5,), "tanh") if discrete
-              else GaussianMLPPolicy(3, 2, (5,), "tanh", init_log_std=-0.3)).double()
+    policy = (CategoricalPolicy(mlp(3, (5,), 4)) if discrete
+              else GaussianPolicy(mlp(3, (5,), 2), 2, init_log_std=-0.3)).double()
     obs = torch.randn(20, 3, dtype=torch.float64)
     params = list(policy.parameters())
     theta = torch.cat([p.detach().reshape(-1) for p in params])
@@ -67,7 +67,7 @@ def test_gaussian_and_categorical_kl_match_torch_distributions():
 
 def _line_search_problem(seed, scale):
     torch.manual_seed(seed)
-    policy = GaussianMLPPolicy(4, 2, (16,), "tanh")
+    policy = GaussianPolicy(mlp(4, (16,), 2), 2)
     obs, actions, adv = torch.randn(256, 4), torch.randn(256, 2), torch.randn(256)
     params = [p for p in policy.parameters()]
     old = DiagGaussian.detach(policy(obs))

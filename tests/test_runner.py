@@ -146,7 +146,7 @@ def test_resume_into_a_directory_with_another_config_is_refused(tmp_path, capsys
     (["device=gpu"], "device: got 'gpu'; allowed values: auto | cpu | cuda"),
     (["logger.wandb.mode=loud"], "logger.wandb.mode: got 'loud'; allowed values: offline | online | disabled"),
     (["agent.max_kl=0"], "agent.max_kl: must be a positive number, got 0"),
-    (["agent.baseline.kind=quadratic"], "agent.baseline.kind: got 'quadratic'; allowed values: linear | mlp"),
+    (["agent.baseline.kind=quadratic"], "agent.baseline.kind: got 'quadratic'; allowed values: auto | linear | mlp"),
     (["agent=ppo", "agent.num_minibatches=30"], "agent.num_minibatches: must divide agent.batch_size (2048), got 30"),
     (["exploration.normalise=zscore"], "exploration.normalise: got 'zscore'; allowed values: none | running_std | batch_median | running_median_ratio"),
     (["exploration=discrete_only"], "exploration=discrete_only cannot run here: env=half_cheetah has continuous actions; it supports discrete"),

@@ -8,7 +8,7 @@ import torch
 from algos.common.checks import require_in_range, require_positive
 from algos.common.fast_mlp import NumpyMLP, mlp_parts
 from algos.common.math import gae
-from algos.common.nets import action_kind
+from algos.common.nets import action_kind, observation_kind
 from algos.common.normalizers import RunningMeanStd
 from algos.common.rollout import Rollout
 
@@ -34,6 +34,9 @@ class OnPolicyAgent:
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.rng = np.random.default_rng(seed)  # action sampling on the numpy path
         self.numpy_actor = None
+        # Pixels are scaled by the CNN itself; running normalisation is for vector observations.
+        self.pixels = observation_kind(observation_space) == "pixels"
+        normalize_observations = normalize_observations and not self.pixels
         self.obs_rms = RunningMeanStd(observation_space.shape) if normalize_observations else None
         self.obs_clip = obs_clip
 
@@ -43,7 +46,11 @@ class OnPolicyAgent:
         the current iteration (so the update sees exactly what the behaviour policy saw)."""
         if self.obs_rms is not None:
             obs = self.obs_rms.normalize(obs, self.obs_clip)
-        return torch.as_tensor(obs, dtype=torch.float32, device=self.device)
+        return self.tensor(obs)
+
+    def tensor(self, obs: np.ndarray) -> torch.Tensor:
+        """Observations as a tensor on the agent's device: pixels stay uint8 (the CNN scales)."""
+        return torch.as_tensor(obs, dtype=torch.uint8 if self.pixels else torch.float32, device=self.device)
 
     def setup_numpy_acting(self) -> None:
         """Act with numpy when the policy is an MLP: ~10 us per step instead of ~40 us through

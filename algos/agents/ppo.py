@@ -29,7 +29,7 @@ from algos.agents.base import OnPolicyAgent
 from algos.common.checks import check_finite, require, require_positive
 from algos.common.distributions import HALF_LOG_2PI
 from algos.common.fast_mlp import FlatAdam, FlatParameters, mlp_backward, mlp_forward, mlp_parts
-from algos.common.nets import flat_obs_dim, make_policy, mlp
+from algos.common.nets import make_policy, network
 from algos.common.normalizers import DiscountedReturnScaler
 from algos.common.rollout import Rollout
 
@@ -61,7 +61,7 @@ class PPO(OnPolicyAgent):
                  vf_coef: float = 0.5, max_grad_norm: float = 0.5, target_kl: float | None = None,
                  normalize_advantages: bool = True, normalize_observations: bool = True,
                  normalize_rewards: bool = True, obs_clip: float = 10.0, reward_clip: float = 10.0,
-                 hidden: Sequence[int] = (64, 64), activation: str = "tanh"):
+                 hidden: Sequence[int] = (64, 64), activation: str = "tanh", cnn: str = "nature"):
         super().__init__(observation_space, action_space, batch_size=batch_size, num_envs=num_envs,
                          gamma=gamma, gae_lambda=gae_lambda,
                          normalize_observations=normalize_observations, obs_clip=obs_clip,
@@ -84,9 +84,9 @@ class PPO(OnPolicyAgent):
         self.reward_scaler = DiscountedReturnScaler(gamma, reward_clip, num_envs) if normalize_rewards else None
         # CleanRL's initialisation: orthogonal, gain sqrt(2); policy output 0.01, critic output 1.
         self.policy = make_policy(observation_space, action_space, hidden, activation,
-                                  orthogonal_init=True, out_gain=0.01).to(self.device)
-        self.critic = mlp(flat_obs_dim(observation_space), hidden, 1, activation,
-                          orthogonal_init=True, out_gain=1.0).to(self.device)
+                                  orthogonal_init=True, out_gain=0.01, cnn=cnn).to(self.device)
+        self.critic = network(observation_space, 1, hidden, activation, orthogonal_init=True,
+                              out_gain=1.0, cnn=cnn).to(self.device)
         self.flat = FlatParameters([*self.policy.parameters(), *self.critic.parameters()])
         self.optimizer = FlatAdam(self.flat, lr=learning_rate, eps=1e-5)
         policy_net = self.policy.logits if self.discrete else self.policy.mean

@@ -23,9 +23,9 @@ from torch.nn.utils import parameters_to_vector
 
 from algos.agents.base import OnPolicyAgent
 from algos.common.baselines import BASELINES
-from algos.common.checks import check_finite, require_choice, require_in_range, require_positive
+from algos.common.checks import check_finite, require, require_choice, require_in_range, require_positive
 from algos.common.math import conjugate_gradient
-from algos.common.nets import make_policy
+from algos.common.nets import make_policy, observation_kind
 from algos.common.rollout import Rollout
 
 
@@ -84,7 +84,8 @@ class TRPO(OnPolicyAgent):
                  backtrack_ratio: float = 0.8, max_backtracks: int = 15,
                  normalize_advantages: bool = True, normalize_observations: bool = False,
                  obs_clip: float = 10.0, policy_hidden: Sequence[int] = (64, 32),
-                 activation: str = "tanh", init_log_std: float = 0.0, baseline: dict | None = None):
+                 activation: str = "tanh", init_log_std: float = 0.0, cnn: str = "nature",
+                 baseline: dict | None = None):
         super().__init__(observation_space, action_space, batch_size=batch_size, num_envs=num_envs,
                          gamma=gamma, gae_lambda=gae_lambda,
                          normalize_observations=normalize_observations, obs_clip=obs_clip,
@@ -95,16 +96,21 @@ class TRPO(OnPolicyAgent):
         require_in_range("agent.fvp_subsample", fvp_subsample, 1e-9, 1.0)
         require_in_range("agent.backtrack_ratio", backtrack_ratio, 1e-9, 1 - 1e-9)
         require_positive("agent.max_backtracks", max_backtracks)
-        baseline = dict(baseline or {"kind": "linear"})
-        require_choice("agent.baseline.kind", baseline.get("kind"), tuple(BASELINES))
+        baseline = dict(baseline or {"kind": "auto"})
+        require_choice("agent.baseline.kind", baseline.get("kind"), ("auto", *BASELINES))
+        if baseline["kind"] == "auto":  # rllab: linear on states, a conv value net on pixels
+            baseline["kind"] = "linear" if observation_kind(observation_space) == "vector" else "mlp"
+        require(baseline["kind"] != "linear" or observation_kind(observation_space) == "vector",
+                "agent.baseline.kind", "linear needs vector observations, and this env has pixels; "
+                "allowed here: auto | mlp")
         self.max_kl, self.cg_iters, self.cg_damping = max_kl, cg_iters, cg_damping
         self.fvp_subsample = fvp_subsample
         self.backtrack_ratio, self.max_backtracks = backtrack_ratio, max_backtracks
         self.normalize_advantages = normalize_advantages
         self.policy = make_policy(observation_space, action_space, policy_hidden, activation,
-                                  init_log_std).to(self.device)
+                                  init_log_std, cnn=cnn).to(self.device)
         self.baseline = BASELINES[baseline.pop("kind")](observation_space, device=self.device,
-                                                       generator=self.generator, **baseline)
+                                                       generator=self.generator, cnn=cnn, **baseline)
         self.setup_numpy_acting()
 
     def value(self, obs: np.ndarray, episode_step: np.ndarray) -> np.ndarray:
@@ -125,7 +131,7 @@ class TRPO(OnPolicyAgent):
         adv = rollout.flat(adv)
         if self.normalize_advantages:
             adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-        obs = torch.as_tensor(obs_np, dtype=torch.float32, device=self.device)
+        obs = self.tensor(obs_np)
         actions = self.actions_tensor(rollout)
         adv_t = torch.as_tensor(adv, dtype=torch.float32, device=self.device)
 

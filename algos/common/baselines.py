@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from algos.common.checks import check_finite
-from algos.common.nets import flat_obs_dim, mlp
+from algos.common.nets import flat_obs_dim, network
 
 
 class LinearFeatureBaseline:
@@ -52,28 +52,31 @@ class LinearFeatureBaseline:
         self.coeffs = state["coeffs"].copy()
 
 
-class MLPBaseline:
-    """An MLP value function V(o) regressed on the returns with Adam (minibatch epochs)."""
+class ValueNetworkBaseline:
+    """A value network V(o) (an MLP, or the CNN torso on pixels) regressed on the returns with
+    Adam over minibatch epochs."""
 
     def __init__(self, observation_space, hidden: Sequence[int] = (64, 64), activation: str = "tanh",
                  learning_rate: float = 1e-3, epochs: int = 5, minibatch_size: int = 256,
-                 device: torch.device | str = "cpu", generator: torch.Generator | None = None,
-                 **_ignored):
+                 cnn: str = "nature", device: torch.device | str = "cpu",
+                 generator: torch.Generator | None = None, **_ignored):
         self.device = torch.device(device)
-        self.net = mlp(flat_obs_dim(observation_space), hidden, 1, activation).to(self.device)
+        self.net = network(observation_space, 1, hidden, activation, cnn=cnn).to(self.device)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=learning_rate)
         self.epochs, self.minibatch_size = epochs, minibatch_size
         self.generator = generator
 
     def _tensor(self, x) -> torch.Tensor:
-        return torch.as_tensor(np.asarray(x), dtype=torch.float32, device=self.device)
+        x = np.asarray(x)  # pixels stay uint8 (the CNN scales them)
+        return torch.as_tensor(x, dtype=None if x.dtype == np.uint8 else torch.float32, device=self.device)
 
     @torch.no_grad()
     def predict(self, obs: np.ndarray, episode_step: np.ndarray | None = None) -> np.ndarray:
         return self.net(self._tensor(obs)).squeeze(-1).double().cpu().numpy()
 
     def fit(self, obs: np.ndarray, episode_step: np.ndarray, returns: np.ndarray) -> dict:
-        obs_t, ret_t = self._tensor(obs), self._tensor(returns)
+        obs_t = self._tensor(obs)
+        ret_t = torch.as_tensor(returns, dtype=torch.float32, device=self.device)
         n = len(obs_t)
         for _ in range(self.epochs):
             order = torch.randperm(n, generator=self.generator, device=self.device)
@@ -84,7 +87,7 @@ class MLPBaseline:
                 loss.backward()
                 self.optimizer.step()
         check_finite("baseline (mlp)", loss=loss.detach(), parameters=self.net.parameters())
-        return {"loss_baseline": float(loss)}
+        return {"loss_baseline": float(loss.detach())}
 
     def state_dict(self) -> dict:
         return {"net": self.net.state_dict(), "optimizer": self.optimizer.state_dict()}
@@ -94,4 +97,4 @@ class MLPBaseline:
         self.optimizer.load_state_dict(state["optimizer"])
 
 
-BASELINES = {"linear": LinearFeatureBaseline, "mlp": MLPBaseline}
+BASELINES = {"linear": LinearFeatureBaseline, "mlp": ValueNetworkBaseline}

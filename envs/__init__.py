@@ -17,6 +17,8 @@ ENVIRONMENTS = {
     "CartpoleSwingupSparse-v0": ("envs.classic:SparseCartpoleSwingupEnv", 500),
     "DoublePendulumSparse-v0": ("envs.classic:SparseDoublePendulumEnv", 500),
     "Maze2D-v0": ("envs.maze2d:TwoDMazeEnv", 200),
+    # The exploration canary: a sparse chain that undirected exploration almost never solves.
+    "Chain-v0": ("envs.chain:ChainEnv", None),
 }
 
 for _name, (_entry_point, _limit) in ENVIRONMENTS.items():

@@ -1,0 +1,151 @@
+"""EX2 (algos/exploration/ex2.py): the density the exemplar discriminator implies, the closed-form KL,
+the hand-written gradient, checkpoint round trips, resume through the runner, and the chain canary."""
+import io
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from scipy.stats import spearmanr
+
+from algos.common.rollout import Rollout
+from algos.exploration.ex2 import EX2, EX2KExemplar, density_from_discriminator, kl_to_standard_normal
+from tests.conftest import TINY, learning_columns, read_progress, train_in_process
+
+OBS = gym.spaces.Box(-np.inf, np.inf, (3,), np.float32)
+ACT = gym.spaces.Box(-1, 1, (2,), np.float32)
+SMALL = dict(hidden_sizes=[16], min_replay_size=40, first_train_itrs=30, train_itrs=10, batch_size=16,
+             replay_size=100, steps_per_draw=7)
+METHODS = [(EX2, {}), (EX2KExemplar, {"num_discriminators": 4})]
+IDS = ["amortized", "k_exemplar"]
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """One thread, as the runner uses (threads=1): the discriminator's small ops slow down several-fold
+    with intra-op threads on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def make_rollout(rng: np.random.Generator, T: int = 10, N: int = 3) -> Rollout:
+    return Rollout(obs=rng.normal(size=(T, N, 3)).astype(np.float32),
+                   actions=rng.uniform(-1, 1, (T, N, 2)).astype(np.float32),
+                   rewards_ext=np.zeros((T, N)), terminated=np.zeros((T, N), bool),
+                   truncated=np.zeros((T, N), bool), episode_step=np.zeros((T, N), np.int64),
+                   last_obs=np.zeros((N, 3), np.float32), final_index=np.zeros((0, 2), np.int64),
+                   final_obs=np.zeros((0, 3), np.float32))
+
+
+def test_kl_is_the_closed_form_for_diagonal_gaussians():
+    mean, log_var = torch.randn(5, 4, dtype=torch.float64), torch.randn(5, 4, dtype=torch.float64)
+    q = torch.distributions.Normal(mean, torch.exp(0.5 * log_var))
+    p = torch.distributions.Normal(torch.zeros_like(mean), torch.ones_like(mean))
+    torch.testing.assert_close(kl_to_standard_normal(mean, log_var), torch.distributions.kl_divergence(q, p))
+    assert torch.all(kl_to_standard_normal(torch.zeros(3), torch.zeros(3)) == 0)
+
+
+@pytest.mark.parametrize("cls,kwargs", METHODS, ids=IDS)
+def test_hand_written_gradient_equals_autograd(cls, kwargs):
+    method = cls(OBS, ACT, seed=1, **SMALL, **kwargs)
+    model, B = method.model, 16
+    x = torch.randn(method.n_encoders, 2 * B, method.dim)
+    eps = torch.randn(method.n_encoders, 2 * B, model.F)
+    labels = torch.cat([torch.ones(B), torch.zeros(B)])
+    heads = torch.randint(0, method.num_discriminators, (2 * B,)) if method.num_discriminators > 1 else None
+    loss, nll, kl = model.loss(x, eps, labels, heads)
+    # the loss is the negated Eq. 5 objective: Bernoulli NLL + kl_weight * KL, both means over pairs
+    torch.testing.assert_close(loss, nll + 0.1 * kl)
+    expected, = torch.autograd.grad(loss, model.flat)
+    model.gradient(x, eps, labels, heads)
+    torch.testing.assert_close(model.flat.grad, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_density_ranks_states_like_the_true_density():
+    """A well-trained amortized discriminator on a 1-D Gaussian mixture: p = (1 - D) / D orders states
+    like the mixture's density, and rare states get the larger bonus -log p."""
+    rng = np.random.default_rng(0)
+    weights, means, sd = np.array([0.75, 0.25]), np.array([-2.0, 2.0]), 0.6
+    comp = rng.choice(2, size=20000, p=weights)
+    replay = (means[comp] + sd * rng.normal(size=20000)).astype(np.float32)[:, None]
+    grid = np.linspace(-4.5, 4.5, 91, dtype=np.float32)[:, None]
+    true = (weights * np.exp(-0.5 * ((grid - means) / sd) ** 2)).sum(1)
+
+    space = gym.spaces.Box(-np.inf, np.inf, (1,), np.float32)
+    method = EX2(space, ACT, seed=0, hidden_sizes=[32], use_actions=False, learning_rate=1e-3,
+                 kl_weight=0.1, replay_size=20000, min_replay_size=1)
+    method.replay.add(replay)
+    method._train(grid, 3000)                  # the grid states are the exemplars, the replay the past
+    p = method.density(grid)
+    assert spearmanr(p, true).statistic > 0.8
+    bonus = -np.log(p)
+    common = true > np.quantile(true, 0.75)
+    rare = true < np.quantile(true, 0.25)
+    assert bonus[rare].mean() > bonus[common].mean() + 1.0
+    assert bonus[np.argmin(np.abs(grid[:, 0] - 2.0))] > bonus[np.argmin(np.abs(grid[:, 0] + 2.0))]
+
+
+def test_density_formula_and_clipping():
+    d = np.array([0.5, 0.2, 0.0, 1.0])
+    np.testing.assert_allclose(density_from_discriminator(d), [1.0, 4.0, (1 - 1e-5) / 1e-5, 1e-5 / (1 - 1e-5)])
+
+
+@pytest.mark.parametrize("cls,kwargs", METHODS, ids=IDS)
+def test_state_dict_round_trip_reproduces_bonuses_and_training(cls, kwargs):
+    rng = np.random.default_rng(0)
+    batches = [make_rollout(rng) for _ in range(6)]
+    method = cls(OBS, ACT, seed=3, **SMALL, **kwargs)
+    for r in batches[:3]:  # 30-state batches: training starts at the third (replay 60 >= 40)
+        method.intrinsic_reward(r)
+        method.update(r)
+    assert method.trainings == 1 and method.replay.added == 90
+    buffer = io.BytesIO()
+    torch.save(method.state_dict(), buffer)   # as the runner's checkpoint does
+    buffer.seek(0)
+    restored = cls(OBS, ACT, seed=99, **SMALL, **kwargs)
+    restored.load_state_dict(torch.load(buffer, weights_only=False))
+    for r in batches[3:]:  # the replay wraps around (capacity 100)
+        a, b = method.intrinsic_reward(r), restored.intrinsic_reward(r)
+        assert a.shape == (10, 3) and np.abs(a).sum() > 0
+        np.testing.assert_array_equal(a, b)
+        assert method.update(r) == restored.update(r)
+    assert torch.equal(method.model.flat, restored.model.flat)
+    np.testing.assert_array_equal(method.replay.data, restored.replay.data)
+
+
+def test_no_bonus_before_the_first_training_and_bonus_is_minus_log_p():
+    rng = np.random.default_rng(1)
+    method = EX2(OBS, ACT, seed=0, **SMALL)
+    r = make_rollout(rng)
+    assert np.all(method.intrinsic_reward(r) == 0)  # replay 0 < 40: no training, no bonus
+    method.intrinsic_reward(make_rollout(rng))
+    bonus = method.intrinsic_reward(r)               # replay 60: trains, then scores
+    states = np.concatenate([r.obs, r.actions], -1).reshape(-1, 5)
+    np.testing.assert_allclose(bonus.reshape(-1), -np.log(method.density(states)), rtol=1e-6)
+
+
+def test_k_exemplar_groups_adjacent_states():
+    method = EX2KExemplar(OBS, ACT, seed=0, num_discriminators=4, **SMALL)
+    np.testing.assert_array_equal(method._groups(10), [0, 0, 0, 1, 1, 1, 2, 2, 2, 3])
+    states = np.arange(2 * 3 * 1, dtype=np.float32).reshape(2, 3, 1)  # [T=2, N=3]
+    method.dim = 1
+    # trajectory by trajectory: env 0's steps in time order, then env 1's, ...
+    np.testing.assert_array_equal(method._exemplars(states)[:, 0], [0, 3, 1, 4, 2, 5])
+
+
+EX2_TINY = ["exploration.min_replay_size=200", "exploration.first_train_itrs=20",
+            "exploration.train_itrs=10", "exploration.batch_size=32", "exploration.hidden_sizes=[8]"]
+
+
+@pytest.mark.parametrize("exploration", ["ex2", "ex2_kexemplar"])
+def test_resume_after_checkpoint_equals_uninterrupted_run(tmp_path, exploration):
+    args = ["agent=trpo", "env=pendulum", *TINY["trpo"][:-1], f"exploration={exploration}", *EX2_TINY,
+            "checkpoint_every=1", "seed=4"]
+    assert train_in_process(tmp_path / "whole", *args, "total_env_steps=1000") == 0
+    assert train_in_process(tmp_path / "split", *args, "total_env_steps=400") == 0
+    assert train_in_process(tmp_path / "split", *args, "total_env_steps=1000") == 0
+    whole, split = read_progress(tmp_path / "whole"), read_progress(tmp_path / "split")
+    assert len(whole) == 5 and float(whole[-1]["expl_loss"]) > 0      # trained from iteration 2 on
+    assert learning_columns(split) == learning_columns(whole)

@@ -186,6 +186,7 @@ def test_intrinsic_reward_normalisations():
     np.testing.assert_allclose(IntrinsicRewardShaper(0.5, "none")(r), 0.5 * r)
     np.testing.assert_allclose(IntrinsicRewardShaper(1.0, "batch_median")(r), r - 2.5)
     vime = IntrinsicRewardShaper(1.0, "running_median_ratio", median_window=2)
+    np.testing.assert_array_equal(vime(np.zeros((2, 2))), 0.0)  # no bonus yet: statistics untouched
     np.testing.assert_allclose(vime(r), r / 2.5)
     np.testing.assert_allclose(vime(2 * r), 2 * r / np.mean([2.5, 5.0]))
     np.testing.assert_allclose(vime(4 * r), 4 * r / np.mean([5.0, 10.0]))  # window of 2

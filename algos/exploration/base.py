@@ -76,6 +76,10 @@ class IntrinsicRewardShaper:
 
     def __call__(self, r_int: np.ndarray) -> np.ndarray:
         r = np.asarray(r_int, np.float64)
+        if not r.any():
+            # A method that gives no bonus yet (VIME before its first model update) must not
+            # pull the running statistics towards zero.
+            return self.coef * r
         if self.normalise == "running_std":
             self.rms.update(r.reshape(-1))
             r = r / np.sqrt(self.rms.var + 1e-8)

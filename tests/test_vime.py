@@ -1,0 +1,247 @@
+"""VIME (algos/exploration/vime.py): the closed forms, the batched second-order KL, the bonus's
+behaviour, and checkpointing."""
+import io
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from algos.common.checks import ConfigError
+from algos.common.rollout import Rollout
+from algos.exploration.vime import (VIME, BayesianDynamics, elbo_loss, kl_factorised_gaussians,
+                                    log_likelihood, second_order_kl)
+from tests.conftest import learning_columns, read_progress, train_in_process, TINY
+
+
+def tiny_bnn(sizes=(3, 4, 2), seed=0, rho_jitter=0.5) -> BayesianDynamics:
+    """A float64 model with σ spread out (not all equal to the prior's), so that every term matters."""
+    rng = np.random.default_rng(seed)
+    bnn = BayesianDynamics(sizes[0], list(sizes[1:-1]), sizes[-1], 0.5, 5.0, 1e-3, rng, dtype=np.float64)
+    bnn.theta[bnn.n:] += rho_jitter * rng.standard_normal(bnn.n)
+    return bnn
+
+
+def to_torch(arrays):
+    return [torch.from_numpy(a) for a in arrays]
+
+
+def explicit_step_kl(bnn: BayesianDynamics, x, y, noise, step: float) -> float:
+    """The slow, independent route for one transition: autograd gradient of ℓ (Eq. 12), the
+    diagonal of the Hessian of KL[q ‖ q_old] at q_old by autograd (checked to be diagonal), the
+    explicit update φ ← φ − λ H⁻¹∇ℓ, then the exact KL between the new and the old posterior."""
+    names = list(bnn.params())
+    old = {k: v.clone() for k, v in bnn.params().items()}
+    flat_old = torch.cat([old[k].reshape(-1) for k in names])
+    sizes = [old[k].numel() for k in names]
+
+    def unflatten(flat):
+        return {k: t.reshape(old[k].shape) for k, t in zip(names, torch.split(flat, sizes))}
+
+    def kl_to_old(flat):
+        p = unflatten(flat)
+        return sum(kl_factorised_gaussians(p[k], F.softplus(p[k.replace("_mu", "_rho")]),
+                                           old[k], F.softplus(old[k.replace("_mu", "_rho")]))
+                   for k in names if "_mu" in k)
+
+    def ell(flat):
+        return kl_to_old(flat) - log_likelihood(unflatten(flat), x[None], y[None],
+                                                [e[:, None] for e in noise], bnn.likelihood_sd).sum()
+
+    hessian = torch.autograd.functional.hessian(kl_to_old, flat_old)
+    diag = torch.diagonal(hessian)
+    assert torch.allclose(hessian, torch.diag(diag), atol=1e-12)   # the Hessian at the origin is diagonal
+    gradient = torch.autograd.functional.jacobian(ell, flat_old)
+    new = flat_old - step * gradient / diag
+    return float(kl_to_old(new))
+
+
+def test_closed_form_kl_matches_monte_carlo():
+    g = torch.Generator().manual_seed(0)
+    mu_p, mu_q = torch.randn(6, generator=g, dtype=torch.float64), torch.randn(6, generator=g, dtype=torch.float64)
+    sd_p = 0.3 + torch.rand(6, generator=g, dtype=torch.float64)
+    sd_q = 0.3 + torch.rand(6, generator=g, dtype=torch.float64)
+    closed = float(kl_factorised_gaussians(mu_p, sd_p, mu_q, sd_q))
+    p, q = torch.distributions.Normal(mu_p, sd_p), torch.distributions.Normal(mu_q, sd_q)
+    theta = p.sample((400_000,))
+    log_ratio = (p.log_prob(theta) - q.log_prob(theta)).sum(-1)
+    stderr = float(log_ratio.std()) / np.sqrt(len(log_ratio))
+    assert abs(float(log_ratio.mean()) - closed) < 4 * stderr
+    assert float(kl_factorised_gaussians(mu_p, sd_p, mu_p, sd_p)) == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("step", [0.01, 50.0])   # the paper's λ, and one where ρ moves far
+def test_second_order_kl_equals_explicit_one_step_update(step):
+    bnn = tiny_bnn()
+    rng = np.random.default_rng(1)
+    x, y = rng.standard_normal((2, 3)), 3 * rng.standard_normal((2, 2))
+    noise = bnn.noise(2, 10, rng=rng)                          # [B, S, units] per layer
+    exact = second_order_kl(bnn.params(), 5.0, *to_torch([x, y]), to_torch(noise), step, "exact").numpy()
+    quadratic = second_order_kl(bnn.params(), 5.0, *to_torch([x, y]), to_torch(noise), step, "quadratic").numpy()
+    for i in range(2):
+        explicit = explicit_step_kl(bnn, *to_torch([x[i], y[i]]), [torch.from_numpy(e[i]) for e in noise], step)
+        assert explicit > 0
+        assert exact[i] == pytest.approx(explicit, rel=1e-9)
+        # the paper's ½λ²gᵀH⁻¹g is the second-order term of the same KL
+        assert quadratic[i] == pytest.approx(explicit, rel=1e-4 if step == 0.01 else 0.1)
+    if step > 1:
+        assert not np.allclose(quadratic, exact, rtol=1e-2)   # there the exact form is not the quadratic one
+
+
+def test_batched_kls_equal_a_per_transition_python_loop():
+    bnn = tiny_bnn(sizes=(5, 6, 3), seed=2)
+    rng = np.random.default_rng(3)
+    x, y = rng.standard_normal((6, 5)), rng.standard_normal((6, 3))
+    noise = bnn.noise(6, 10, rng=rng)
+    batched = second_order_kl(bnn.params(), 5.0, *to_torch([x, y]), to_torch(noise), 0.01).numpy()
+    loop = [explicit_step_kl(bnn, *to_torch([x[i], y[i]]), [torch.from_numpy(e[i]) for e in noise], 0.01)
+            for i in range(6)]
+    np.testing.assert_allclose(batched, loop, rtol=1e-9)
+    assert len(set(np.round(batched, 12))) == 6
+
+
+def test_hand_derived_training_gradient_matches_autograd():
+    bnn = tiny_bnn(sizes=(4, 5, 3, 2), seed=4)                     # two hidden layers
+    rng = np.random.default_rng(5)
+    x, y = rng.standard_normal((7, 4)), rng.standard_normal((7, 2))
+    noise = bnn.noise(10, 7, rng=rng)                             # [S, rows, units] per layer
+    params = {k: v.clone().requires_grad_(True) for k, v in bnn.params().items()}
+    loss = elbo_loss(params, *to_torch([x, y]), to_torch(noise), 0.5, 5.0, 5.0)
+    loss.backward()
+    theta = bnn.theta.copy()
+    nll = bnn.train_step(x, y, noise, 5.0)
+    gradient = bnn.adam_m / 0.1                                   # first Adam step: m = (1 − β1) g
+    expected = np.zeros_like(gradient)
+    base = bnn.params()["w_mu0"].data_ptr()
+    for name, p in params.items():
+        offset = (bnn.params()[name].data_ptr() - base) // 8
+        expected[offset:offset + p.numel()] = p.grad.numpy().ravel()
+    np.testing.assert_allclose(gradient, expected, rtol=1e-9, atol=1e-12)
+    kl_prior = sum(float(kl_factorised_gaussians(params[k].detach(), F.softplus(params[k.replace("_mu", "_rho")].detach()),
+                                                 0.0, torch.tensor(0.5, dtype=torch.float64)))
+                   for k in params if "_mu" in k)
+    assert nll == pytest.approx(float(loss.detach()) - kl_prior / 5.0, rel=1e-9)
+    assert not np.array_equal(theta, bnn.theta)
+
+
+# -- the method on rollouts ------------------------------------------------------------------------
+
+OBS, ACT = gym.spaces.Box(-np.inf, np.inf, (2,), np.float32), gym.spaces.Box(-1, 1, (1,), np.float32)
+
+
+def dynamics(s, a):
+    return np.stack([s[..., 0] + 0.1 * s[..., 1], 0.9 * s[..., 1] + 0.5 * a[..., 0]], -1)
+
+
+def fake_rollout(rng, T=50, N=2, centre=0.0, spread=1.0) -> Rollout:
+    """T x N one-step episodes from the region centre ± spread (each step ends its episode, so
+    its successor is the listed final observation)."""
+    obs = (centre + spread * rng.uniform(-1, 1, (T, N, 2))).astype(np.float32)
+    act = rng.uniform(-1, 1, (T, N, 1)).astype(np.float32)
+    nxt = dynamics(obs, act).astype(np.float32)
+    t, i = np.meshgrid(np.arange(T), np.arange(N), indexing="ij")
+    return Rollout(obs=obs, actions=act, rewards_ext=np.zeros((T, N)), terminated=np.ones((T, N), bool),
+                   truncated=np.zeros((T, N), bool), episode_step=np.zeros((T, N), np.int64),
+                   last_obs=np.zeros((N, 2), np.float32), final_index=np.stack([t.ravel(), i.ravel()], 1),
+                   final_obs=nxt.reshape(T * N, 2))
+
+
+def make_vime(seed=0, **overrides):
+    config = dict(min_pool_size=100, n_updates_per_sample=50, learning_rate=1e-3, replay_pool_size=1000)
+    return VIME(OBS, ACT, seed=seed, **{**config, **overrides})
+
+
+def test_first_iteration_has_no_bonus_and_successors_are_the_true_ones():
+    vime, rng = make_vime(), np.random.default_rng(0)
+    rollout = fake_rollout(rng)
+    assert np.all(vime.intrinsic_reward(rollout) == 0)           # the reference's `itr > 0`
+    vime.update(rollout)
+    pool = vime.pool.data[:vime.pool.size]
+    np.testing.assert_allclose(pool[:, 3:], dynamics(pool[:, :2], pool[:, 2:3]), atol=1e-6)
+    r = vime.intrinsic_reward(fake_rollout(rng))
+    assert r.shape == (50, 2) and np.all(r > 0) and np.all(r <= 1000)
+
+
+def test_information_gain_is_larger_for_transitions_unlike_the_pool():
+    vime, rng = make_vime(n_updates_per_sample=1000, replay_pool_size=5000), np.random.default_rng(0)
+    for _ in range(5):                                           # pool: s in [-1, 1]²
+        vime.intrinsic_reward(r := fake_rollout(rng))
+        vime.update(r)
+    assert vime.pool.size == 500
+    s = rng.uniform(-1, 1, (200, 2)).astype(np.float32)
+    a = rng.uniform(-1, 1, (200, 1)).astype(np.float32)
+    familiar = vime.information_gain(s, a, dynamics(s, a).astype(np.float32))
+    novel_s = s + np.float32(4.0)                                # several pool standard deviations away
+    novel = vime.information_gain(novel_s, a, dynamics(novel_s, a).astype(np.float32))
+    assert np.median(novel) > 5 * np.median(familiar)
+    assert np.mean(novel > np.median(familiar)) > 0.95
+
+
+def test_state_dict_round_trip_reproduces_rewards_and_training():
+    rng = np.random.default_rng(0)
+    rollouts = [fake_rollout(rng) for _ in range(6)]
+    original = make_vime(seed=1)
+    for r in rollouts[:3]:
+        original.intrinsic_reward(r)
+        original.update(r)
+    buffer = io.BytesIO()
+    torch.save(original.state_dict(), buffer)                    # as runner.checkpoint does
+    buffer.seek(0)
+    restored = make_vime(seed=7)                                 # another seed: everything must come from the state
+    restored.load_state_dict(torch.load(buffer, weights_only=False))
+    for r in rollouts[3:]:
+        a, b = original.intrinsic_reward(r), restored.intrinsic_reward(r)
+        assert np.array_equal(a, b) and a.max() > 0
+        assert original.update(r) == restored.update(r)
+    assert np.array_equal(original.bnn.theta, restored.bnn.theta)
+
+
+def test_invalid_configuration_is_refused():
+    with pytest.raises(ConfigError, match="exploration.kl_form"):
+        make_vime(kl_form="cubic")
+    with pytest.raises(ConfigError, match="exploration.second_order_update"):
+        make_vime(second_order_update=False)
+    with pytest.raises(ConfigError, match="exploration.hidden"):
+        make_vime(hidden=[])
+
+
+# -- through the runner -----------------------------------------------------------------------------
+
+VIME_TINY = ["exploration=vime", "exploration.min_pool_size=100", "exploration.n_updates_per_sample=20",
+             "exploration.replay_pool_size=500", "agent=trpo", *TINY["trpo"][:-1]]
+
+
+@pytest.mark.parametrize("env", ["pendulum", "cartpole"])          # continuous and (one-hot) discrete actions
+def test_resume_after_checkpoint_equals_uninterrupted_run(tmp_path, env):
+    args = [*VIME_TINY, f"env={env}", "seed=3"]
+    assert train_in_process(tmp_path / "ref", *args, "total_env_steps=1000") == 0
+    assert train_in_process(tmp_path / "run", *args, "total_env_steps=400") == 0   # stops, checkpointed
+    assert train_in_process(tmp_path / "run", *args, "total_env_steps=1000") == 0  # resumes at 3
+    ref, run = read_progress(tmp_path / "ref"), read_progress(tmp_path / "run")
+    assert [int(r["iteration"]) for r in run] == [1, 2, 3, 4, 5]
+    assert learning_columns(run) == learning_columns(ref)
+    assert float(ref[0]["bonus_raw_mean"]) == 0 and all(float(r["bonus_raw_mean"]) > 0 for r in ref[1:])
+    assert float(ref[-1]["expl_pool_size"]) == 500                 # FIFO at capacity
+
+
+# -- the exploration canary (envs/chain.py) ---------------------------------------------------------
+
+# Settings tried (TRPO budget of tests/test_canary.py, 5 seeds, n_updates_per_sample=200, lr 1e-3):
+# coef 1e-2, 1e-5 with running_median_ratio and coef 1e-3 with normalise=none all solved 0/5 seeds.
+# Why (seen in the runs): on one-hot states a transition into a state the pool has (almost) never
+# seen has a pool std of ~0 in that dimension, so its standardised input is ~1e8 and its KL hits
+# the 1000 clip, while the median KL is ~1e-3: after the median ratio the bonus of the rare states
+# dwarfs the goal's reward of 1, and the policy learns to wander for the whole horizon.
+VIME_CANARY = ["exploration=vime", "exploration.coef=1e-3", "exploration.normalise=none",
+               "exploration.n_updates_per_sample=200", "exploration.learning_rate=1e-3"]
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(reason="no VIME setting found yet that solves the chain canary in its budget", strict=False)
+def test_canary_vime_solves_the_chain_more_often_than_plain_trpo(tmp_path):
+    from tests.test_canary import solved_seeds
+
+    with_vime = solved_seeds(tmp_path, "vime", VIME_CANARY)
+    without = solved_seeds(tmp_path, "none", ["exploration=none"])
+    assert with_vime >= 4 and with_vime > without, f"vime solved {with_vime}/5 seeds, none {without}/5"

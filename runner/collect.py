@@ -53,9 +53,9 @@ class OnPolicyCollector:
         perturb = exploration.perturb_action if exploration.perturbs_actions else None
         obs = self.obs
         for t in range(T):
-            actions, _ = agent.act(obs)
+            actions, info = agent.act(obs)
             if perturb is not None:
-                actions = perturb(obs, actions)
+                actions = perturb(obs, actions, episode_step=self.episode_step, agent_info=info)
             if act_buf is None:
                 act_buf = np.empty((T, *actions.shape), actions.dtype)
             obs_buf[t] = obs

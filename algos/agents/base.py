@@ -67,24 +67,26 @@ class OnPolicyAgent:
             self.numpy_std = np.exp(self.policy.log_std.detach().cpu().numpy())
 
     def act(self, obs: np.ndarray) -> tuple[np.ndarray, dict]:
+        """Sampled actions, and {"logits": ...} for categorical policies (for Boltzmann)."""
         if self.numpy_actor is None:
-            return self._act_torch(obs), {}
+            return self._act_torch(obs)
         x = self.obs_rms.normalize(obs, self.obs_clip) if self.obs_rms is not None else obs
         out = self.numpy_actor(x)
         if self.discrete:  # inverse-CDF sampling from softmax(logits)
             p = np.exp(out - out.max(-1, keepdims=True))
             cdf = np.cumsum(p, -1)
             u = self.rng.random((len(out), 1)) * cdf[:, -1:]
-            return np.minimum((cdf < u).sum(-1), out.shape[-1] - 1), {}
+            return np.minimum((cdf < u).sum(-1), out.shape[-1] - 1), {"logits": out}
         noise = self.rng.standard_normal(out.shape, dtype=np.float32)
         noise *= self.numpy_std
         noise += out
         return noise, {}
 
     @torch.inference_mode()
-    def _act_torch(self, obs: np.ndarray) -> np.ndarray:
+    def _act_torch(self, obs: np.ndarray) -> tuple[np.ndarray, dict]:
         params = self.policy(self.preprocess(obs))
-        return self.policy.dist.sample(params, self.generator).cpu().numpy()
+        actions = self.policy.dist.sample(params, self.generator).cpu().numpy()
+        return actions, ({"logits": params[0].cpu().numpy()} if self.discrete else {})
 
     def actions_tensor(self, rollout: Rollout) -> torch.Tensor:
         dtype = torch.long if self.discrete else torch.float32

@@ -45,7 +45,13 @@ class ExplorationMethod:
     def update(self, rollout: Rollout) -> dict:
         return {}
 
-    def perturb_action(self, obs: np.ndarray, actions: np.ndarray) -> np.ndarray:
+    def perturb_action(self, obs: np.ndarray, actions: np.ndarray, *, episode_step: np.ndarray,
+                       agent_info: dict) -> np.ndarray:
+        """The actions to execute instead of the policy's `actions` ([N, ...]) in `obs`.
+
+        `episode_step` ([N], read-only) is each env's step index within its episode (0 at the
+        first step); `agent_info` is what agent.act returned beside the actions (e.g. "logits"
+        for categorical policies)."""
         return actions
 
     def state_dict(self) -> dict:

@@ -1,0 +1,241 @@
+"""KDE density bonus (algos/exploration/kde.py): exact against brute force, a sound density estimate,
+bonus order (before the batch is added), bounded reference set, checkpoint round trip, end to end."""
+import io
+import math
+import time
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from scipy.special import logsumexp
+from scipy.stats import multivariate_normal, pearsonr
+
+from algos.common.checks import ConfigError
+from algos.common.rollout import Rollout
+from algos.exploration import kde as kde_module
+from algos.exploration.kde import KDEBonus
+from tests.conftest import TINY, learning_columns, read_progress, train_in_process
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """As the runner (threads=1): OpenMP's second thread only contends on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def box(dim):
+    return gym.spaces.Box(-np.inf, np.inf, (dim,), np.float32)
+
+
+def rollout_of(obs):
+    """A [T, N] rollout holding observations obs [T, N, D] (no episode ends)."""
+    T, N = obs.shape[:2]
+    return Rollout(obs=obs.astype(np.float32), actions=np.zeros((T, N), np.int64), rewards_ext=np.zeros((T, N)),
+                   terminated=np.zeros((T, N), bool), truncated=np.zeros((T, N), bool),
+                   episode_step=np.zeros((T, N), np.int64), last_obs=obs[-1].astype(np.float32),
+                   final_index=np.zeros((0, 2), np.int64), final_obs=np.zeros((0, obs.shape[2]), np.float32))
+
+
+def brute_force_log_density(queries, references, sigma):
+    """Eq. (1) with two Python loops in float64 (log-sum-exp over the references)."""
+    out = []
+    for q in np.asarray(queries, np.float64):
+        exponents = [-float(np.sum((q - mu) ** 2)) / (2 * sigma**2) for mu in np.asarray(references, np.float64)]
+        peak = max(exponents)
+        out.append(peak + math.log(sum(math.exp(e - peak) for e in exponents)) - math.log(len(exponents)))
+    return np.array(out)
+
+
+@pytest.fixture(params=["auto", "dense", "sparse"])
+def tile_path(request, monkeypatch):
+    """Run a test with kde.py's choice between exponentiating whole rows and only live tiles, and
+    with each path forced."""
+    forced = {"auto": kde_module.DENSE_FRACTION, "dense": -1.0, "sparse": 2.0}[request.param]
+    monkeypatch.setattr(kde_module, "DENSE_FRACTION", forced)
+    return request.param
+
+
+@pytest.mark.parametrize("normalize_states", [False, True])
+def test_log_density_equals_brute_force_double_loop(normalize_states, tile_path):
+    rng = np.random.default_rng(0)
+    refs = rng.normal(3.0, 2.0, (1300, 4))  # 3 tiles of 512, the last one part padding
+    queries = np.concatenate([rng.normal(3.0, 2.0, (40, 4)), [[60.0, -40.0, 3.0, 3.0]]])  # + one far away
+    kde = KDEBonus(box(4), box(4), sigma=0.7, normalize_states=normalize_states, block_elements=5000)
+    kde.add(refs[:100])
+    kde.add(refs[100:])  # blocks of 5000 // 1536 = 3 queries: many blocks, a short last one
+    expected_refs, sigma = refs, 0.7
+    if normalize_states:  # sigma is then in units of the running std of the states added
+        mean, std = refs.mean(0), refs.std(0)
+        np.testing.assert_allclose(kde.state_rms.mean, mean, rtol=1e-6)
+        expected_refs, queries_std = (refs - mean) / std, (queries - mean) / std
+        expected = brute_force_log_density(queries_std, expected_refs, sigma)
+    else:
+        expected = brute_force_log_density(queries, refs, sigma)
+    got = kde.log_density(queries)
+    assert np.all(np.isfinite(got))
+    assert got[-1] < -1000  # every kernel underflows in float32, the log-sum-exp still places it
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=2e-4)
+
+
+def test_separated_clusters_skip_tiles_exactly(tile_path):
+    """References in 8 far-apart clusters of one tile each: a query near one cluster has a single
+    live tile (the sparse path, in auto mode); every path agrees with float64 brute force."""
+    rng = np.random.default_rng(6)
+    centres = np.arange(8)[:, None] * np.array([[15.0, 0.0, 0.0]])  # > 250 nats apart
+    refs = (centres[:, None, :] + rng.normal(0, 1.0, (8, 512, 3))).reshape(-1, 3)
+    queries = np.concatenate([centres[[0, 3, 7]] + rng.normal(0, 1.5, (3, 3)), [[7.5, 0.0, 0.0]]])
+    kde = KDEBonus(box(3), box(3), sigma=0.5)
+    kde.add(refs)
+    d2 = ((queries[:, None, :] - refs[None]) ** 2).sum(-1)
+    expected = logsumexp(-d2 / (2 * 0.5**2), axis=1) - math.log(len(refs))
+    np.testing.assert_allclose(kde.log_density(queries), expected, rtol=1e-5, atol=1e-3)
+
+
+def test_5000_states_against_50000_references(tile_path):
+    """The paper-scale call: right values (float64 check of a sample of rows), and fast on one thread."""
+    rng = np.random.default_rng(1)
+    dim = 17  # HalfCheetah's observation
+    refs = rng.normal(0.0, 1.0, (60000, dim)) * rng.uniform(0.2, 3.0, dim)
+    queries = refs[:5000] + rng.normal(0.0, 0.3, (5000, dim))
+    kde = KDEBonus(box(dim), box(dim), sigma=0.5, max_reference=50000)
+    kde.add(refs)
+    assert kde.size == 50000
+    np.testing.assert_array_equal(kde.reference.numpy(), np.roll(refs[-50000:], 10000, 0).astype(np.float32))
+    start = time.process_time()
+    got = kde.log_density(queries)  # on one thread (the fixture)
+    cpu_s = time.process_time() - start
+    assert got.shape == (5000,) and np.all(np.isfinite(got))
+    stored = kde.reference.numpy().astype(np.float64)
+    rows = rng.choice(5000, 25, replace=False)
+    d2 = ((queries[rows, None, :] - stored[None]) ** 2).sum(-1)
+    expected = logsumexp(-d2 / (2 * 0.5**2), axis=1) - math.log(50000)
+    np.testing.assert_allclose(got[rows], expected, rtol=1e-5, atol=1e-3)
+    assert cpu_s < 3.0, f"5000 x 50000 took {cpu_s:.2f} s of CPU (about 0.4 s expected)"
+
+
+def mixture():
+    weights = np.array([0.5, 0.3, 0.2])
+    means = np.array([[0.0, 0.0], [3.0, 1.0], [-2.0, 3.0]])
+    covs = [np.diag([0.5, 0.3]) ** 2, np.array([[0.4, 0.15], [0.15, 0.3]]), np.diag([0.3, 0.6]) ** 2]
+    return weights, means, covs
+
+
+def sample_mixture(rng, n, widen=1.0):
+    """n samples of the mixture (each component's std times `widen`)."""
+    weights, means, covs = mixture()
+    k = rng.choice(3, n, p=weights)
+    chol = np.stack([np.linalg.cholesky(c) for c in covs]) * widen
+    return means[k] + np.einsum("nij,nj->ni", chol[k], rng.standard_normal((n, 2)))
+
+
+def true_log_density(x):
+    weights, means, covs = mixture()
+    return logsumexp([np.log(w) + multivariate_normal(m, c).logpdf(x) for w, m, c in zip(weights, means, covs)], axis=0)
+
+
+def test_estimate_tracks_the_true_log_density_of_a_gaussian_mixture():
+    rng = np.random.default_rng(2)
+    kde = KDEBonus(box(2), box(2), sigma=0.2)
+    kde.add(sample_mixture(rng, 20000))
+    # queries where the mixture has mass and in its tails (the bonus must order both)
+    queries = np.concatenate([sample_mixture(rng, 1500), sample_mixture(rng, 500, widen=1.7)])
+    estimate, truth = kde.log_density(queries), true_log_density(queries)
+    assert truth.max() - truth.min() > 10  # a wide range of densities, from modes to far tails
+    r, _ = pearsonr(estimate, truth)
+    assert r > 0.9, r
+    # unnormalised kernels: the estimate is log p + log (2 pi sigma^2)^(D/2) where the density is smooth
+    core = truth > np.quantile(truth, 0.5)
+    offset = np.median(estimate[core] - truth[core])
+    assert abs(offset - math.log(2 * math.pi * 0.2**2)) < 0.3, offset
+
+
+def test_rare_states_get_larger_bonuses_and_the_batch_is_scored_before_it_is_added():
+    rng = np.random.default_rng(3)
+    kde = KDEBonus(box(2), box(2), sigma=0.2)
+    first = rollout_of(sample_mixture(rng, 400).reshape(100, 4, 2))
+    np.testing.assert_array_equal(kde.intrinsic_reward(first), np.zeros((100, 4)))  # empty reference set
+    assert kde.update(first) == {"reference_size": 400}
+    common = np.array([[0.0, 0.0], [3.0, 1.0]])        # mixture modes
+    rare = np.array([[1.5, -1.5], [6.0, 6.0]])          # a gap and far outside
+    batch = rollout_of(np.concatenate([common, rare])[:, None, :])
+    bonus = kde.intrinsic_reward(batch)[:, 0]
+    assert bonus.shape == (4,) and np.all(bonus >= 0)
+    assert max(bonus[:2]) < min(bonus[2:])
+    assert bonus[3] > bonus[2]
+    np.testing.assert_array_equal(kde.intrinsic_reward(batch)[:, 0], bonus)  # scoring changes nothing
+    assert kde.size == 400
+    kde.update(batch)
+    after = kde.intrinsic_reward(batch)[:, 0]
+    assert kde.size == 404 and after[3] < bonus[3] - 5  # once added, the far state is no longer novel
+
+
+def test_ring_keeps_the_newest_states():
+    kde = KDEBonus(box(1), box(1), max_reference=10)
+    for start in (0, 7, 14):
+        kde.add(np.arange(start, start + 7, dtype=np.float32)[:, None])
+    assert kde.size == 10 and kde.seen == 21
+    assert sorted(kde.reference[:, 0].tolist()) == list(range(11, 21))
+    kde.add(np.arange(100, 125, dtype=np.float32)[:, None])  # a batch bigger than the set
+    assert sorted(kde.reference[:, 0].tolist()) == list(range(115, 125))
+
+
+def test_reservoir_is_a_uniform_sample_of_everything_seen():
+    kde = KDEBonus(box(1), box(1), max_reference=1000, reference_update="reservoir", seed=4)
+    for start in range(0, 20000, 2500):
+        kde.add(np.arange(start, start + 2500, dtype=np.float32)[:, None])
+    kept = kde.reference[:, 0].numpy()
+    assert kde.size == 1000 and len(np.unique(kept)) == 1000
+    counts, _ = np.histogram(kept, bins=4, range=(0, 20000))
+    assert np.all(np.abs(counts - 250) < 60), counts  # binomial sd ~ 14
+    assert kept.min() < 5000  # not merely the newest states
+
+
+def test_state_dict_round_trip_resumes_identically():
+    rng = np.random.default_rng(5)
+    batches = [rollout_of(rng.normal(0, 1, (50, 4, 3))) for _ in range(6)]
+    config = dict(sigma=0.3, max_reference=300, reference_update="reservoir", normalize_states=True)
+    a = KDEBonus(box(3), box(3), seed=9, **config)
+    for b in batches[:3]:
+        a.intrinsic_reward(b)
+        a.update(b)
+    buffer = io.BytesIO()
+    torch.save(a.state_dict(), buffer)
+    buffer.seek(0)
+    b_ = KDEBonus(box(3), box(3), seed=9, **config)
+    b_.load_state_dict(torch.load(buffer, weights_only=False))
+    for batch in batches[3:]:
+        np.testing.assert_array_equal(a.intrinsic_reward(batch), b_.intrinsic_reward(batch))
+        a.update(batch)
+        b_.update(batch)
+    np.testing.assert_array_equal(a.reference.numpy(), b_.reference.numpy())
+
+
+@pytest.mark.parametrize("key, value", [("sigma", 0.0), ("max_reference", 0), ("reference_update", "fifo")])
+def test_invalid_config_is_refused(key, value):
+    with pytest.raises(ConfigError, match=f"exploration.{key}"):
+        KDEBonus(box(2), box(2), **{key: value})
+
+
+def test_trpo_run_with_kde_and_resume(tmp_path):
+    args = ["agent=trpo", "env=cartpole", "exploration=kde", *TINY["trpo"][:-1], "exploration.normalise=batch_median"]
+    assert train_in_process(tmp_path / "full", *args, "total_env_steps=800") == 0
+    rows = read_progress(tmp_path / "full")
+    bonus = [float(r["bonus_raw_mean"]) for r in rows]
+    assert bonus[0] == 0.0 and all(b > 0 for b in bonus[1:])
+    assert [int(r["expl_reference_size"]) for r in rows] == [200, 400, 600, 800]
+    assert train_in_process(tmp_path / "resumed", *args, "total_env_steps=400") == 0
+    assert train_in_process(tmp_path / "resumed", *args, "total_env_steps=800") == 0
+    assert learning_columns(read_progress(tmp_path / "resumed")) == learning_columns(rows)
+
+
+def test_pixel_spaces_are_refused_by_requirements_before_any_allocation():
+    pixels = gym.spaces.Box(0, 255, (84, 84, 4), np.uint8)
+    kde = KDEBonus(pixels, gym.spaces.Discrete(4))  # the runner builds, then checks `requires`
+    assert kde.requires.observation_kinds == ("vector",) and kde.reference.numel() == 0
+    empty = KDEBonus(box(2), box(2))
+    empty.load_state_dict(KDEBonus(box(2), box(2)).state_dict())  # a checkpoint taken before any batch
+    assert empty.size == 0 and not empty.intrinsic_reward(rollout_of(np.ones((3, 2, 2)))).any()

@@ -15,7 +15,7 @@ discounted return):
 
 With MLP networks (the default) each minibatch's gradient is computed in closed form: the
 derivative of the loss above with respect to the networks' outputs, then the MLPs' backward
-pass written out (algos/common/fast_mlp.py). That is the same gradient as autograd's (tested),
+pass written out (FastMLP in algos/common/fast_mlp.py). That is the same gradient as autograd's (tested),
 about twice as fast at 64-sample minibatches; other networks use autograd on `ppo_loss`.
 """
 from __future__ import annotations
@@ -28,7 +28,7 @@ import torch
 from algos.agents.base import OnPolicyAgent
 from algos.common.checks import check_finite, require, require_positive
 from algos.common.distributions import HALF_LOG_2PI
-from algos.common.fast_mlp import FlatAdam, FlatParameters, mlp_backward, mlp_forward, mlp_parts
+from algos.common.fast_mlp import FastMLP, FlatAdam, FlatParameters, mlp_parts
 from algos.common.nets import make_policy, network
 from algos.common.normalizers import DiscountedReturnScaler
 from algos.common.rollout import Rollout
@@ -90,8 +90,10 @@ class PPO(OnPolicyAgent):
         self.flat = FlatParameters([*self.policy.parameters(), *self.critic.parameters()])
         self.optimizer = FlatAdam(self.flat, lr=learning_rate, eps=1e-5)
         policy_net = self.policy.logits if self.discrete else self.policy.mean
-        self.policy_mlp, self.critic_mlp = mlp_parts(policy_net), mlp_parts(self.critic)
-        self.closed_form = self.policy_mlp is not None and self.critic_mlp is not None
+        policy_parts, critic_parts = mlp_parts(policy_net), mlp_parts(self.critic)
+        self.closed_form = policy_parts is not None and critic_parts is not None
+        if self.closed_form:
+            self.policy_mlp, self.critic_mlp = FastMLP(*policy_parts), FastMLP(*critic_parts)
         self.iteration = 0
         self.setup_numpy_acting()
 
@@ -173,7 +175,7 @@ class PPO(OnPolicyAgent):
         d H / d logits = -p (log p + H). Value: d/dv of vf_coef * 0.5 * max(e_u^2, e_c^2) is
         vf_coef * e_u, or vf_coef * e_c * 1[|v - v_old| <= clip] on the clipped branch."""
         B, c = obs.shape[0], self.clip_coef
-        out, hidden = mlp_forward(*self.policy_mlp, obs)
+        out, hidden = self.policy_mlp.forward(obs)
         if self.discrete:
             log_p = torch.log_softmax(out, -1)
             p = log_p.exp()
@@ -200,9 +202,9 @@ class PPO(OnPolicyAgent):
             torch.sum(g_logp * (z.square() - 1), 0, out=self.policy.log_std.grad)
             if self.ent_coef:
                 self.policy.log_std.grad -= self.ent_coef
-        mlp_backward(*self.policy_mlp, obs, hidden, g_out)
+        self.policy_mlp.backward(obs, hidden, g_out)
 
-        v, v_hidden = mlp_forward(*self.critic_mlp, obs)
+        v, v_hidden = self.critic_mlp.forward(obs)
         v = v.squeeze(-1)
         err = v - returns
         v_sq = err.square()
@@ -214,7 +216,7 @@ class PPO(OnPolicyAgent):
             v_sq = torch.max(v_sq, v_sq_clipped)
         else:
             g_v = err
-        mlp_backward(*self.critic_mlp, obs, v_hidden, (self.vf_coef / B) * g_v.unsqueeze(1))
+        self.critic_mlp.backward(obs, v_hidden, (self.vf_coef / B) * g_v.unsqueeze(1))
         return torch.max(surr_unclipped, surr_clipped).mean(), 0.5 * v_sq.mean(), log_ratio
 
     def state_dict(self) -> dict:

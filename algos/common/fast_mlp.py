@@ -5,9 +5,8 @@ of autograd and optimizer bookkeeping. Three tools remove most of that:
 
 - FlatParameters: all parameters live in one tensor and all gradients in another, so zeroing,
   global-norm clipping and (fused) Adam are single operations.
-- mlp_forward / mlp_backward: an MLP's forward pass keeping its activations, and the exact
-  backward pass written out (W-grad = g^T h, b-grad = sum g, g <- (g W) * act'(h)), writing into
-  the flat gradient buffer. Tests check it against autograd.
+- FastMLP: an MLP's forward pass keeping its activations, and the exact backward pass written
+  out, writing into the flat gradient buffer. Tests check it against autograd.
 - NumpyMLP: acting with numpy on views of the (CPU) weights, a few microseconds per step.
 """
 from __future__ import annotations
@@ -57,29 +56,51 @@ def mlp_parts(net: nn.Sequential) -> tuple[list[nn.Linear], str] | None:
     return (linears, kind) if kind else None
 
 
-def mlp_forward(linears: list[nn.Linear], activation: str, x: torch.Tensor):
-    """Output and the hidden activations needed by mlp_backward (no autograd graph)."""
-    hidden = []
-    for layer in linears[:-1]:
-        x = torch.addmm(layer.bias, x, layer.weight.t())
-        x = torch.tanh(x) if activation == "tanh" else torch.relu(x)
-        hidden.append(x)
-    return torch.addmm(linears[-1].bias, x, linears[-1].weight.t()), hidden
+def tanh_(x: torch.Tensor) -> torch.Tensor:
+    """In-place tanh. On CPU through numpy, whose vectorised tanh is ~6x faster than torch's here
+    (1.9 us vs 11.5 us for 64x64 floats on this machine)."""
+    if x.device.type == "cpu":
+        array = x.numpy()
+        np.tanh(array, out=array)
+        return x
+    return x.tanh_()
 
 
-def mlp_backward(linears: list[nn.Linear], activation: str, x: torch.Tensor, hidden: list,
-                 grad_out: torch.Tensor) -> None:
-    """Write d(loss)/d(weights) into each layer's .grad, given d(loss)/d(output) = grad_out."""
-    g = grad_out
-    inputs = [x, *hidden]
-    for i in range(len(linears) - 1, -1, -1):
-        layer = linears[i]
-        torch.mm(g.t(), inputs[i], out=layer.weight.grad)
-        torch.sum(g, 0, out=layer.bias.grad)
-        if i:
-            g = torch.mm(g, layer.weight)
-            h = inputs[i]
-            g = g - g * h * h if activation == "tanh" else g * (h > 0)
+class FastMLP:
+    """The forward pass of an nn.Sequential MLP keeping its activations, and its exact backward
+    pass written out, without autograd: W-grad = g^T h, b-grad = sum g, g <- (g W) * act'(h).
+
+    The weights, their transposes and their gradient buffers are looked up once here (they are
+    views that stay valid: optimizers and load_state_dict update them in place), which saves
+    ~20 us of attribute lookups per minibatch. Call after FlatParameters has re-homed the weights.
+    """
+
+    def __init__(self, linears: list[nn.Linear], activation: str):
+        self.activation = activation
+        self.layers = [(l.weight, l.bias, l.weight.t(), l.weight.grad, l.bias.grad) for l in linears]
+
+    def forward(self, x: torch.Tensor):
+        """Output and the hidden activations needed by backward()."""
+        hidden = []
+        for _, bias, weight_t, _, _ in self.layers[:-1]:
+            x = torch.addmm(bias, x, weight_t)
+            x = tanh_(x) if self.activation == "tanh" else x.relu_()
+            hidden.append(x)
+        _, bias, weight_t, _, _ = self.layers[-1]
+        return torch.addmm(bias, x, weight_t), hidden
+
+    def backward(self, x: torch.Tensor, hidden: list, grad_out: torch.Tensor) -> None:
+        """Write d(loss)/d(weights) into the gradient buffers, given d(loss)/d(output)."""
+        g = grad_out
+        inputs = [x, *hidden]
+        for i in range(len(self.layers) - 1, -1, -1):
+            weight, _, _, weight_grad, bias_grad = self.layers[i]
+            torch.mm(g.t(), inputs[i], out=weight_grad)
+            torch.sum(g, 0, out=bias_grad)
+            if i:
+                g = torch.mm(g, weight)
+                h = inputs[i]
+                g = g - g * h * h if self.activation == "tanh" else g * (h > 0)
 
 
 class FlatAdam:

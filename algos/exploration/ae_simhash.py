@@ -1,0 +1,242 @@
+"""#Exploration's learned hash (Tang et al., NIPS 2017, §2.3): AE-SimHash, "TRPO-AE-SimHash" of Table 1.
+
+An autoencoder with a sigmoid code layer b(s) in [0, 1]^D learns a binary code of the states; the
+count bonus is then SimHash applied to the rounded code (papers.md §3):
+
+  1. code     b(s) = sigmoid(f(g(s)) + u),  u ~ U(-a, a) during training only, a = 0.3 (the noise
+              pushes the pre-activations away from 0 so that the code saturates, as in semantic hashing)
+  2. loss     L = 1/N sum_n [ -log p(s_n | b(s_n)) + lambda / D sum_i min((1 - b_i(s_n))^2, b_i(s_n)^2) ]
+              (Eq. 4: reconstruction plus the binarisation term), minimised with Adam on minibatches
+              from a replay of recent states, `train_steps` steps after every iteration
+  3. hash     phi(s) = sgn(A (2 round(b(s)) - 1)),  A a fixed k x D N(0, 1) matrix (the rounded code,
+              downsampled to k bits by SimHash; simhash.py's SimHash, sketch and bonus)
+  4. bonus    r_int(s) = 1 / max(1, sqrt(n(phi(s))))  (beta is the runner's `coef`)
+
+The input g(s): for pixels the latest frame of the stack (last channel), average-pooled by
+`pixel_downsample`, scaled to [0, 1]; for vectors the observation itself.
+
+Architecture (the paper's AE details, appendix A, are NOT FOUND in papers.md; these are our choices,
+kept small for a CPU):
+  - pixels, 1 x 42 x 42: conv 16 4x4/2 -> conv 32 3x3/2 -> conv 32 3x3/2 (ReLU) -> linear D ->
+    batch norm (the code pre-activation); decoder: linear -> 32 x 6 x 6 -> transposed convs
+    mirroring the encoder -> one logit per pixel (resized to the frame if the mirror does not land
+    on its size); -log p is the Bernoulli cross-entropy of the [0, 1] intensities, summed over pixels;
+  - vectors: MLP d -> 64 -> 64 -> D -> batch norm, and D -> 64 -> 64 -> d (ReLU); -log p is
+    0.5 ||x - x_hat||^2 (a unit-variance Gaussian, up to a constant).
+The batch norm on the code pre-activations (scale initialised to 3) is our addition: without it, on
+Montezuma frames and on the chain canary, Adam pushed every code unit into saturation along the
+inputs' common direction within ~50 steps, leaving one constant code for all states (the decoder
+then reconstructs the mean frame and ignores the code). Normalising each unit over the minibatch
+keeps the code varying across states; the U(-a, a) noise and the binarisation term then make it
+binary. Hashing uses the running statistics (eval mode).
+As in the paper, the code is recomputed with the current AE every iteration, so a state's code can
+drift as the AE learns; counts keep whatever codes they were made with.
+"""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from algos.common.checks import check_finite, require_in_range, require_positive
+from algos.common.rollout import Rollout
+from algos.exploration.base import ExplorationMethod, Requirements
+from algos.exploration.simhash import (CHUNK, PAPER_BUCKET_SIZES, CodeCounter, SimHash,
+                                       check_hash_config, is_pixels, latest_frame)
+
+
+def code_norm(code_dim: int, scale: float = 3.0) -> nn.BatchNorm1d:
+    """Batch normalisation of the code pre-activations, started at scale 3 (our addition; see the
+    module docstring): without it both AEs here saturated every code unit to one constant code
+    within ~50 Adam steps (the decoder then ignores the code)."""
+    norm = nn.BatchNorm1d(code_dim)
+    nn.init.constant_(norm.weight, scale)
+    return norm
+
+
+class ConvAE(nn.Module):
+    """Pixels: 1 x H x W in [0, 1] -> D code pre-activations -> H x W reconstruction logits."""
+
+    def __init__(self, height: int, width: int, code_dim: int):
+        super().__init__()
+        self.size = (height, width)
+        self.encoder = nn.Sequential(
+            nn.Conv2d(1, 16, 4, 2, 1), nn.ReLU(), nn.Conv2d(16, 32, 3, 2, 1), nn.ReLU(),
+            nn.Conv2d(32, 32, 3, 2, 1), nn.ReLU(), nn.Flatten())
+        with torch.no_grad():
+            self.torso_shape = self.encoder[:-1](torch.zeros(1, 1, height, width)).shape[1:]
+        flat = int(np.prod(self.torso_shape))
+        self.to_code = nn.Sequential(nn.Linear(flat, code_dim), code_norm(code_dim))
+        self.from_code = nn.Sequential(nn.Linear(code_dim, flat), nn.ReLU())
+        self.decoder = nn.Sequential(
+            nn.ConvTranspose2d(32, 32, 3, 2, 1), nn.ReLU(), nn.ConvTranspose2d(32, 16, 3, 2, 1), nn.ReLU(),
+            nn.ConvTranspose2d(16, 1, 4, 2, 1))
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.to_code(self.encoder(x.unsqueeze(1)))
+
+    def decode(self, b: torch.Tensor) -> torch.Tensor:
+        out = self.decoder(self.from_code(b).view(-1, *self.torso_shape))
+        if out.shape[-2:] != self.size:
+            out = F.interpolate(out, size=self.size, mode="bilinear", align_corners=False)
+        return out.squeeze(1)
+
+    @staticmethod
+    def neg_log_likelihood(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
+
+
+class MlpAE(nn.Module):
+    """Vectors: d -> D code pre-activations -> d reconstruction."""
+
+    def __init__(self, dim: int, code_dim: int, hidden=(64, 64)):
+        super().__init__()
+        def mlp(sizes):
+            layers = []
+            for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+                layers += [nn.Linear(a, b)] + ([nn.ReLU()] if i < len(sizes) - 2 else [])
+            return nn.Sequential(*layers)
+        self.encode = nn.Sequential(mlp([dim, *hidden, code_dim]), code_norm(code_dim))
+        self.decode = mlp([code_dim, *reversed(hidden), dim])
+
+    @staticmethod
+    def neg_log_likelihood(recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return 0.5 * (recon - x).pow(2).sum(1)
+
+
+class Replay:
+    """The most recent `capacity` AE inputs (uint8 frames or float32 vectors), a ring buffer."""
+
+    def __init__(self, capacity: int, shape: tuple, dtype):
+        self.data = np.zeros((capacity, *shape), dtype)
+        self.next, self.size = 0, 0
+
+    def add(self, items: np.ndarray) -> None:
+        items = items[-len(self.data):]
+        idx = (self.next + np.arange(len(items))) % len(self.data)
+        self.data[idx] = items
+        self.next = int((self.next + len(items)) % len(self.data))
+        self.size = min(self.size + len(items), len(self.data))
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        return self.data[rng.integers(0, self.size, n)]
+
+    def state_dict(self) -> dict:
+        return {"data": self.data[:self.size].copy(), "next": self.next, "size": self.size}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.data[:] = 0
+        self.data[:state["size"]] = state["data"]
+        self.next, self.size = state["next"], state["size"]
+
+
+class AESimHashCount(ExplorationMethod):
+    """TRPO-AE-SimHash: counts of SimHash(round(b(s))) for the AE code b(s)."""
+
+    requires = Requirements(agent_families=("on_policy",))  # prices whole rollouts, like the paper's TRPO
+
+    def __init__(self, observation_space, action_space, *, seed: int = 0, device="cpu",
+                 dim_key: int = 64, code_dim: int = 256, noise: float = 0.3, binarisation: float = 10.0,
+                 learning_rate: float = 1e-3, train_steps: int = 20, minibatch_size: int = 64,
+                 replay_size: int = 20000, pixel_downsample: int = 1, bucket_sizes=PAPER_BUCKET_SIZES):
+        super().__init__(observation_space, action_space, seed=seed, device=device)
+        check_hash_config(dim_key, bucket_sizes)
+        for key, value in [("code_dim", code_dim), ("train_steps", train_steps), ("replay_size", replay_size),
+                           ("minibatch_size", minibatch_size), ("pixel_downsample", pixel_downsample)]:
+            require_positive(f"exploration.{key}", value)
+        require_in_range("exploration.noise", noise, 0.0, 100.0)
+        require_in_range("exploration.binarisation", binarisation, 0.0, 1e9)
+        require_positive("exploration.learning_rate", learning_rate, integer=False)
+        self.pixels, self.downsample = is_pixels(observation_space), int(pixel_downsample)
+        self.noise, self.binarisation = float(noise), float(binarisation)
+        self.train_steps, self.minibatch_size = int(train_steps), int(minibatch_size)
+        self.device = torch.device(device)
+        ss = np.random.SeedSequence(seed).spawn(3)  # AE init + noise, minibatches, SimHash matrix
+        sample = self._inputs(np.zeros((1, *observation_space.shape), observation_space.dtype))
+        torch_seed = int(ss[0].generate_state(1)[0])
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(torch_seed)
+            self.ae = (ConvAE(*sample.shape[1:], code_dim) if self.pixels
+                       else MlpAE(sample.shape[1], code_dim)).to(self.device)
+        self.optimizer = torch.optim.Adam(self.ae.parameters(), lr=learning_rate)
+        self.noise_rng = torch.Generator(device=self.device)
+        self.noise_rng.manual_seed(torch_seed)
+        self.rng = np.random.default_rng(ss[1])
+        self.replay = Replay(int(replay_size), sample.shape[1:], sample.dtype)
+        self.hash = SimHash(code_dim, dim_key, np.random.default_rng(ss[2]))
+        self.counter = CodeCounter(dim_key, list(bucket_sizes))
+
+    # -- the AE ---------------------------------------------------------------------------------------
+    def _inputs(self, obs: np.ndarray) -> np.ndarray:
+        """What the replay stores: uint8 latest frames [B, H, W] for pixels, float32 vectors [B, d]."""
+        if self.pixels:
+            return latest_frame(obs, self.downsample)
+        return np.asarray(obs, np.float32).reshape(len(obs), -1)
+
+    def _tensor(self, inputs: np.ndarray) -> torch.Tensor:
+        x = torch.as_tensor(inputs, device=self.device)
+        return x.float() / 255.0 if self.pixels else x.float()
+
+    def code(self, obs: np.ndarray) -> np.ndarray:
+        """b(s) in [0, 1]^D, without noise, for a flat batch of observations [B, ...]."""
+        out = []
+        self.ae.eval()
+        with torch.no_grad():
+            for i in range(0, len(obs), CHUNK):
+                x = self._tensor(self._inputs(obs[i:i + CHUNK]))
+                out.append(torch.sigmoid(self.ae.encode(x)).cpu())
+        return torch.cat(out).numpy() if out else np.zeros((0, self.hash.projection.shape[1]), np.float32)
+
+    def codes(self, obs: np.ndarray) -> np.ndarray:
+        """phi(s) = sgn(A (2 round(b(s)) - 1)) as bits [B, k]."""
+        rounded = (self.code(obs) > 0.5).astype(np.float32)
+        return self.hash.bits(2.0 * rounded - 1.0)
+
+    def loss(self, inputs: np.ndarray) -> tuple[torch.Tensor, dict]:
+        """Eq. 4 on a minibatch of replay inputs."""
+        x = self._tensor(inputs)
+        self.ae.train()
+        pre = self.ae.encode(x)
+        u = torch.rand(pre.shape, generator=self.noise_rng, device=self.device)
+        u = (2 * u - 1) * self.noise  # U(-a, a)
+        b = torch.sigmoid(pre + u)
+        nll = self.ae.neg_log_likelihood(self.ae.decode(b), x).mean()
+        binary = torch.minimum((1 - b).pow(2), b.pow(2)).mean(1).mean()
+        return nll + self.binarisation * binary, {"ae_nll": nll.item(), "ae_binarisation": binary.item()}
+
+    # -- the exploration contract --------------------------------------------------------------------
+    def intrinsic_reward(self, rollout: Rollout) -> np.ndarray:
+        r = self.counter.bonus(rollout.obs, lambda: self.codes(rollout.flat(rollout.obs)))
+        return r.reshape(rollout.num_steps, rollout.num_envs)
+
+    def update(self, rollout: Rollout) -> dict:
+        """Count the batch (with the codes that priced it), then train the AE on recent states."""
+        metrics = self.counter.count(rollout.obs, lambda: self.codes(rollout.flat(rollout.obs)))
+        self.replay.add(self._inputs(rollout.flat(rollout.obs)))
+        for _ in range(self.train_steps):
+            loss, parts = self.loss(self.replay.sample(self.rng, self.minibatch_size))
+            check_finite("exploration (ae_simhash)", ae_loss=loss)
+            self.optimizer.zero_grad()
+            loss.backward()
+            self.optimizer.step()
+        return {**metrics, **parts}
+
+    def state_dict(self) -> dict:
+        # A snapshot, not views: optimizer.load_state_dict keeps the tensors it is given.
+        return {"ae": copy.deepcopy(self.ae.state_dict()),
+                "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+                "noise_rng": self.noise_rng.get_state(), "rng": self.rng.bit_generator.state,
+                "replay": self.replay.state_dict(), "hash": self.hash.state_dict(),
+                "counter": self.counter.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.ae.load_state_dict(state["ae"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.noise_rng.set_state(state["noise_rng"])
+        self.rng.bit_generator.state = state["rng"]
+        self.replay.load_state_dict(state["replay"])
+        self.hash.load_state_dict(state["hash"])
+        self.counter.load_state_dict(state["counter"])

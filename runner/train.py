@@ -10,6 +10,7 @@ a checkpoint every `checkpoint_every` iterations. Exit codes: 0 done (or already
 from __future__ import annotations
 
 import json
+import os
 import logging
 import signal
 import sys
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -34,6 +36,7 @@ from runner.config import config_differences, resolve_device, validate_run_confi
 from runner.envs import make_vector_env
 from runner.manifest import launch_record, write_manifest
 from runner.progress import ConsoleProgress, ProgressCSV, WandbMirror
+from runner.status import mark_running, marker_alive, read_marker
 
 log = logging.getLogger("explorebench")
 EXIT_FAILED, EXIT_CONFIG = 1, 2
@@ -117,14 +120,26 @@ def _mean(xs) -> float:
 
 
 def train(cfg: DictConfig, run_dir: Path, choices: dict, show_progress: bool | None = None) -> int:
-    """Run (or resume) one training run in `run_dir`; returns the process exit code."""
+    """Run (or resume) one training run in `run_dir`; returns the process exit code.
+
+    While it runs, `run_dir/running.json` names this process, so that `python -m runner.status`
+    can tell a running run from a killed one (whose marker stays behind, naming a process that
+    is gone)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    other = read_marker(run_dir)
+    if other is not None and other["pid"] != os.getpid() and marker_alive(other):
+        print(f"explorebench: {run_dir} is in use by process {other['pid']} on {other['hostname']}; "
+              "wait for it to finish or stop it first", file=sys.stderr)
+        return EXIT_CONFIG
     (run_dir / "error.txt").unlink(missing_ok=True)
+    marker = mark_running(run_dir)
     try:
         return _train(cfg, run_dir, choices, show_progress)
     except ConfigError as err:
-        print(f"explorebench: invalid configuration: {err}", file=sys.stderr)
+        message = f"invalid configuration: {err}"
+        (run_dir / "error.txt").write_text(message + "\n")
+        print(f"explorebench: {message}", file=sys.stderr)
         return EXIT_CONFIG
     except NonFiniteError as err:
         (run_dir / "error.txt").write_text(f"{err}\n")
@@ -134,6 +149,8 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict, show_progress: bool | N
     except Exception:
         (run_dir / "error.txt").write_text(traceback.format_exc())
         raise
+    finally:
+        marker.unlink(missing_ok=True)
 
 
 def _train(cfg: DictConfig, run_dir: Path, choices: dict, show_progress: bool | None) -> int:
@@ -185,7 +202,7 @@ def _train(cfg: DictConfig, run_dir: Path, choices: dict, show_progress: bool | 
     progress = ProgressCSV(run_dir / "progress.csv")
     progress.resume(start) if state is not None else progress.start_fresh()
     write_manifest(run_dir, launch_record(cfg.seed, device), resumed=state is not None)
-    group = "/".join([cfg.experiment, *(choices.get(k, "?") for k in ("env", "agent", "exploration"))])
+    group = "/".join([cfg.experiment_name, *(choices.get(k, "?") for k in ("env", "agent", "exploration"))])
     wandb = WandbMirror(cfg.logger.wandb, run_dir, config, group, state and state.get("wandb_id"))
     console = ConsoleProgress(n_iterations * batch_size, start * batch_size, show_progress)
 
@@ -261,12 +278,31 @@ def _restore_hydra_files(run_dir: Path, files: dict) -> None:
         (run_dir / ".hydra" / name).write_text(text)
 
 
+class JobFailed(RuntimeError):
+    """A sweep job that did not finish (NaN, invalid configuration). Raised instead of exiting:
+    the launcher records the job as failed and goes on with the others, and the sweep then ends
+    with exit status 1 and this message."""
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    runtime = HydraConfig.get().runtime
-    code = train(cfg, Path(runtime.output_dir), dict(runtime.choices))
-    if code:
+    """One run exits with train()'s code (0, 1 failure, 2 invalid configuration, 128 + signal).
+
+    A sweep job (-m) must neither end the other jobs (sys.exit would end the sequential
+    launcher's process, and the sweep with it) nor hide its failure: it logs the failure (train()
+    has written why into error.txt) and raises JobFailed. A signal (Ctrl-C, SIGTERM) still stops the whole sweep once the running
+    jobs have checkpointed; relaunching the sweep resumes them."""
+    hydra_cfg = HydraConfig.get()
+    run_dir, choices = Path(hydra_cfg.runtime.output_dir), dict(hydra_cfg.runtime.choices)
+    code = train(cfg, run_dir, choices)
+    if code == 0:
+        return
+    if hydra_cfg.mode != RunMode.MULTIRUN or code > 128:
         sys.exit(code)
+    error = run_dir / "error.txt"
+    reason = error.read_text().strip().splitlines()[0] if error.exists() else f"exit code {code}"
+    log.error("sweep job %s failed (exit code %d): %s", hydra_cfg.job.num, code, reason)
+    raise JobFailed(f"{run_dir}: {reason}")
 
 
 if __name__ == "__main__":

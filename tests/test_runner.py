@@ -226,3 +226,19 @@ def test_progress_bar_renders(tmp_path):
     bar.update({"iteration": 1, "env_steps": 500, "sps": 1234.0, "return_ext_mean": 3.5,
                 "task_metric_mean": 3.5})
     bar.close()
+
+
+def test_a_directory_in_use_by_a_live_process_is_refused(tmp_path, capsys):
+    import platform
+    import sys
+
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / "running.json").write_text(json.dumps({"pid": other.pid, "hostname": platform.node()}))
+        assert train_in_process(tmp_path, "env=cartpole", *TINY["trpo"]) == 2
+        assert f"is in use by process {other.pid}" in capsys.readouterr().err
+        assert not (tmp_path / "progress.csv").exists()
+    finally:
+        other.kill()
+        other.wait()
+    assert train_in_process(tmp_path, "env=cartpole", *TINY["trpo"]) == 0  # the marker is stale now

@@ -213,7 +213,7 @@ def test_hash_rllab_preset_sweeps_tasks_methods_seeds_with_per_task_settings():
         for method in params["exploration"]:
             cfg, choices = compose(["+experiment=hash_rllab", f"env={env}", f"exploration={method}"])
             assert (choices["agent"], choices["exploration"]) == ("trpo", method)
-            assert cfg.experiment == "hash_rllab"
+            assert cfg.experiment_name == "hash_rllab"
             assert cfg.agent.batch_size == batch and list(cfg.agent.policy_hidden) == hidden
             assert cfg.agent.baseline.kind == baseline and cfg.total_env_steps == 1000 * batch
             composed += 1

@@ -43,6 +43,18 @@ def learning_columns(rows: list[dict]) -> list[dict]:
     return [{k: v for k, v in row.items() if k not in TIMING_COLUMNS} for row in rows]
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tests run like the runner (threads=1): a second OpenMP thread only contends on a shared
+    2-core machine (it made some tests 10-20x slower)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def subprocess_env():
     env = dict(os.environ, WANDB_MODE="disabled", PYTHONUNBUFFERED="1")

@@ -30,15 +30,6 @@ def rollout_of(obs, actions, episode_end=None):
                    final_obs=np.zeros((0, *np.shape(obs)[2:]), np.float32))
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """As the runner (threads=1): OpenMP's second thread only contends on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # -- epsilon-greedy -------------------------------------------------------------------------------
 def test_egreedy_replaces_actions_at_rate_epsilon_with_uniform_actions():
     method = EpsilonGreedy(OBS, DISCRETE, seed=1, epsilon_start=0.3, epsilon_end=0.3, decay_steps=0)

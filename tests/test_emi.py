@@ -19,16 +19,6 @@ OBS4 = gym.spaces.Box(-np.inf, np.inf, (4,), np.float32)
 ACT2 = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One thread, as the runner uses (threads=1): torch's default threads slow these small nets
-    many times over when the cores are shared."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def linear_rollout(rng, B, T=50, N=20, episode_len=25, sign=1.0, obs_scale=1.0) -> Rollout:
     """T steps of N envs of s' = s + sign * B a, a ~ U[-1, 1]; episodes of `episode_len` steps
     start from s ~ N(0, obs_scale^2 I)."""

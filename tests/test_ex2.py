@@ -20,16 +20,6 @@ METHODS = [(EX2, {}), (EX2KExemplar, {"num_discriminators": 4})]
 IDS = ["amortized", "k_exemplar"]
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One thread, as the runner uses (threads=1): the discriminator's small ops slow down several-fold
-    with intra-op threads on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_rollout(rng: np.random.Generator, T: int = 10, N: int = 3) -> Rollout:
     return Rollout(obs=rng.normal(size=(T, N, 3)).astype(np.float32),
                    actions=rng.uniform(-1, 1, (T, N, 2)).astype(np.float32),

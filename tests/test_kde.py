@@ -18,15 +18,6 @@ from algos.exploration.kde import KDEBonus
 from tests.conftest import TINY, learning_columns, read_progress, train_in_process
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """As the runner (threads=1): OpenMP's second thread only contends on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def box(dim):
     return gym.spaces.Box(-np.inf, np.inf, (dim,), np.float32)
 

@@ -63,7 +63,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.func import functional_call, grad, vmap
+from torch.func import grad, vmap
 
 from algos.common.checks import ConfigError, NonFiniteError, require, require_choice, require_positive
 from algos.common.rollout import Rollout

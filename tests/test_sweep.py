@@ -39,8 +39,8 @@ def test_job_directory_names_each_choice_and_the_seed_once_whatever_the_order():
     assert sweep_subdir(*reversed(overrides)) == ("multirun/default", expected)
     assert sweep_subdir("seed=1") == ("multirun/default", "half_cheetah/trpo-none/seed_1")
     # An experiment config names the sweep directory; its own group choice stays out of the path.
-    assert sweep_subdir("+experiment=quickstart", "agent=ppo", "seed=2") == (
-        "multirun/quickstart", "half_cheetah/ppo-none/seed_2")
+    assert sweep_subdir("+experiment=quickstart", "exploration=simhash", "seed=2") == (
+        "multirun/quickstart", "mountain_car_sparse/trpo-simhash/seed_2")
 
 
 def test_local_launcher_runs_seeds_in_parallel_and_relaunch_skips_them(tmp_path, subprocess_env):
@@ -102,9 +102,9 @@ def test_failing_jobs_do_not_stop_the_sweep_and_are_reported(tmp_path, subproces
 
 
 @pytest.mark.slow
-def test_quickstart_sweep_finishes_and_its_report_shows_ppo_ahead_of_trpo(tmp_path, subprocess_env, capsys):
-    """The README's main command: six HalfCheetah runs on the local launcher (about 4 minutes on an
-    idle 2-core machine), then the report."""
+def test_quickstart_sweep_finishes_and_its_report_shows_simhash_ahead_of_none(tmp_path, subprocess_env, capsys):
+    """The README's main command: ten sparse-MountainCar runs on the local launcher (about
+    2 minutes on an idle 2-core machine), then the report."""
     from runner import report
 
     start = time.perf_counter()
@@ -113,12 +113,16 @@ def test_quickstart_sweep_finishes_and_its_report_shows_ppo_ahead_of_trpo(tmp_pa
     wall = time.perf_counter() - start
     assert out.returncode == 0, out.stderr
     sweep = tmp_path / "multirun" / "quickstart"
-    assert len(list(sweep.glob("half_cheetah/*-none/seed_*"))) == 6
+    assert len(list(sweep.glob("mountain_car_sparse/trpo-*/seed_*"))) == 10
     result = report.build_report([sweep], sweep / "report")
     finals = {f.method: f for f in result["finals"]}
-    assert len(finals["ppo"].scores) == len(finals["trpo"].scores) == 3
-    assert finals["ppo"].ci_low > finals["trpo"].ci_high   # a difference the CIs cannot blur
-    assert [(r["x"], r["y"], r["p_x_better"]) for r in result["poi"]] == [("ppo", "trpo", 1.0)]
+    assert len(finals["simhash"].scores) == len(finals["none"].scores) == 5
+    assert max(finals["none"].scores.values()) == 0.0  # plain TRPO never reaches the flag
+    assert sum(s > 0.5 for s in finals["simhash"].scores.values()) >= 2
+    (pair,) = result["poi"]
+    assert {pair["x"], pair["y"]} == {"simhash", "none"}
+    p_simhash_better = pair["p_x_better"] if pair["x"] == "simhash" else 1.0 - pair["p_x_better"]
+    assert p_simhash_better > 0.5
     assert result["incomplete"] == []
     with capsys.disabled():
         print(f"\nquickstart sweep: {wall:.0f} s wall")

@@ -8,16 +8,15 @@ finish. The states:
 
   running      `running.json` names a live process. train() writes this marker (pid, host, the
                process's start time) when it starts and removes it when it returns or raises.
-  failed       `error.txt` exists: a NaN/inf, a crash, or (in a sweep) an invalid configuration;
-               the message is its first line (for a traceback, its last line).
+  failed       `error.txt` exists: a NaN/inf, a crash, or an invalid configuration; the
+               message is its first line (for a traceback, its last line).
   finished     `checkpoints/last.json` says finished and covers the configured budget.
   interrupted  progress was written but the run is neither finished nor alive. Either it was
                stopped by SIGTERM/Ctrl-C (it checkpointed and removed its marker: "stopped") or it
                was killed (SIGKILL, out of memory, machine lost: its marker is left behind, the
                process is gone: "killed"). Relaunching the same command resumes it either way.
   not started  the directory exists (Hydra creates it when the job starts) but holds no
-               progress.csv yet: killed before its first iteration, or a single run
-               (not a sweep job) that refused its configuration.
+               progress.csv yet: killed before its first iteration.
 
 A marker written on another host cannot be checked from here; such a run shows as running, with
 the host named in the message.

@@ -290,8 +290,8 @@ def main(cfg: DictConfig) -> None:
 
     A sweep job (-m) must neither end the other jobs (sys.exit would end the sequential
     launcher's process, and the sweep with it) nor hide its failure: it logs the failure (train()
-    has written why into error.txt) and raises JobFailed. A signal (Ctrl-C, SIGTERM) still stops the whole sweep once the running
-    jobs have checkpointed; relaunching the sweep resumes them."""
+    has written why into error.txt) and raises JobFailed. A signal (Ctrl-C, SIGTERM) still stops
+    the whole sweep once the running jobs have checkpointed; relaunching the sweep resumes them."""
     hydra_cfg = HydraConfig.get()
     run_dir, choices = Path(hydra_cfg.runtime.output_dir), dict(hydra_cfg.runtime.choices)
     code = train(cfg, run_dir, choices)

@@ -36,6 +36,19 @@ def read_progress(run_dir) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+def through_checkpoint(state: dict) -> dict:
+    """`state` after a torch.save / torch.load round trip, as the runner's checkpoints store it
+    (it also breaks any aliasing between the saved and the live tensors)."""
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=False)
+
+
 def learning_columns(rows: list[dict]) -> list[dict]:
     """Rows without the columns that measure time rather than learning."""
     from runner.progress import TIMING_COLUMNS

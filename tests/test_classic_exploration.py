@@ -1,19 +1,17 @@
 """The classic strategies (algos/exploration/classic.py): each one's statistics against its
 definition, schedules, OU resets, UCB against hand-computed values, checkpoint round trips, refusal
 of impossible combinations, and short TRPO runs through the runner."""
-import io
 import math
 
 import gymnasium as gym
 import numpy as np
 import pytest
-import torch
 
 from algos.common.checks import ConfigError
 from algos.common.rollout import Rollout
 from algos.exploration.classic import (Boltzmann, EpsilonGreedy, GaussianNoise, MissingActionPreferences,
                                        OrnsteinUhlenbeckNoise, UCBCountBonus)
-from tests.conftest import TINY, learning_columns, read_progress, train_in_process
+from tests.conftest import TINY, learning_columns, read_progress, through_checkpoint, train_in_process
 
 OBS = gym.spaces.Box(-np.inf, np.inf, (3,), np.float32)
 DISCRETE = gym.spaces.Discrete(4)
@@ -204,11 +202,9 @@ def test_state_dict_round_trip_continues_identically(name):
     cls, action_space, config = METHODS[name]
     original = cls(OBS, action_space, seed=11, **config)
     drive(original, np.random.default_rng(0), 3)
-    buffer = io.BytesIO()
-    torch.save(original.state_dict(), buffer)
-    buffer.seek(0)
+    saved = through_checkpoint(original.state_dict())  # as the runner's checkpoints store it
     restored = cls(OBS, action_space, seed=999, **config)  # another seed: the state must carry the RNG
-    restored.load_state_dict(torch.load(buffer, weights_only=False))
+    restored.load_state_dict(saved)
     after_original = drive(original, np.random.default_rng(1), 3)
     after_restored = drive(restored, np.random.default_rng(1), 3)
     for a, b in zip(after_original, after_restored):  # actions, r_int, update metrics of each batch

@@ -1,6 +1,5 @@
 """EMI (algos/exploration/emi.py): the objective's pieces against closed forms and brute force, the
 embedding on a linear system, checkpoint round trips, and resume through the runner."""
-import io
 import math
 
 import gymnasium as gym
@@ -13,7 +12,7 @@ from algos.common.nets import mlp
 from algos.common.rollout import Rollout
 from algos.exploration.emi import (EMI, gaussian_kl_to_standard, jsd_loss, jsd_mutual_information,
                                    pool_self_similarity, rbf_similarity)
-from tests.conftest import TINY, learning_columns, read_progress, train_in_process
+from tests.conftest import TINY, learning_columns, read_progress, through_checkpoint, train_in_process
 
 OBS4 = gym.spaces.Box(-np.inf, np.inf, (4,), np.float32)
 ACT2 = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
@@ -187,11 +186,9 @@ def test_state_dict_round_trip_reproduces_rewards_and_training():
     for batch in batches[:2]:
         a.intrinsic_reward(batch)
         a.update(batch)
-    buffer = io.BytesIO()
-    torch.save(a.state_dict(), buffer)
-    buffer.seek(0)
+    saved = through_checkpoint(a.state_dict())  # as the runner's checkpoints store it
     b = EMI(OBS4, ACT2, seed=99)
-    b.load_state_dict(torch.load(buffer, weights_only=False))
+    b.load_state_dict(saved)
     for batch in batches[2:]:
         np.testing.assert_array_equal(a.intrinsic_reward(batch), b.intrinsic_reward(batch))
         assert a.update(batch) == b.update(batch)

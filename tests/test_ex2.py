@@ -1,6 +1,5 @@
 """EX2 (algos/exploration/ex2.py): the density the exemplar discriminator implies, the closed-form KL,
 the hand-written gradient, checkpoint round trips, resume through the runner, and the chain canary."""
-import io
 
 import gymnasium as gym
 import numpy as np
@@ -10,7 +9,7 @@ from scipy.stats import spearmanr
 
 from algos.common.rollout import Rollout
 from algos.exploration.ex2 import EX2, EX2KExemplar, density_from_discriminator, kl_to_standard_normal
-from tests.conftest import TINY, learning_columns, read_progress, train_in_process
+from tests.conftest import TINY, learning_columns, read_progress, through_checkpoint, train_in_process
 
 OBS = gym.spaces.Box(-np.inf, np.inf, (3,), np.float32)
 ACT = gym.spaces.Box(-1, 1, (2,), np.float32)
@@ -91,11 +90,9 @@ def test_state_dict_round_trip_reproduces_bonuses_and_training(cls, kwargs):
         method.intrinsic_reward(r)
         method.update(r)
     assert method.trainings == 1 and method.replay.added == 90
-    buffer = io.BytesIO()
-    torch.save(method.state_dict(), buffer)   # as the runner's checkpoint does
-    buffer.seek(0)
+    saved = through_checkpoint(method.state_dict())  # as the runner's checkpoints store it
     restored = cls(OBS, ACT, seed=99, **SMALL, **kwargs)
-    restored.load_state_dict(torch.load(buffer, weights_only=False))
+    restored.load_state_dict(saved)
     for r in batches[3:]:  # the replay wraps around (capacity 100)
         a, b = method.intrinsic_reward(r), restored.intrinsic_reward(r)
         assert a.shape == (10, 3) and np.abs(a).sum() > 0

@@ -1,13 +1,11 @@
 """KDE density bonus (algos/exploration/kde.py): exact against brute force, a sound density estimate,
 bonus order (before the batch is added), bounded reference set, checkpoint round trip, end to end."""
-import io
 import math
 import time
 
 import gymnasium as gym
 import numpy as np
 import pytest
-import torch
 from scipy.special import logsumexp
 from scipy.stats import multivariate_normal, pearsonr
 
@@ -15,7 +13,7 @@ from algos.common.checks import ConfigError
 from algos.common.rollout import Rollout
 from algos.exploration import kde as kde_module
 from algos.exploration.kde import KDEBonus
-from tests.conftest import TINY, learning_columns, read_progress, train_in_process
+from tests.conftest import TINY, learning_columns, read_progress, through_checkpoint, train_in_process
 
 
 def box(dim):
@@ -193,11 +191,9 @@ def test_state_dict_round_trip_resumes_identically():
     for b in batches[:3]:
         a.intrinsic_reward(b)
         a.update(b)
-    buffer = io.BytesIO()
-    torch.save(a.state_dict(), buffer)
-    buffer.seek(0)
+    saved = through_checkpoint(a.state_dict())  # as the runner's checkpoints store it
     b_ = KDEBonus(box(3), box(3), seed=9, **config)
-    b_.load_state_dict(torch.load(buffer, weights_only=False))
+    b_.load_state_dict(saved)
     for batch in batches[3:]:
         np.testing.assert_array_equal(a.intrinsic_reward(batch), b_.intrinsic_reward(batch))
         a.update(batch)

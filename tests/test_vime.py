@@ -1,6 +1,5 @@
 """VIME (algos/exploration/vime.py): the closed forms, the batched second-order KL, the bonus's
 behaviour, and checkpointing."""
-import io
 
 import gymnasium as gym
 import numpy as np
@@ -12,7 +11,7 @@ from algos.common.checks import ConfigError
 from algos.common.rollout import Rollout
 from algos.exploration.vime import (VIME, BayesianDynamics, elbo_loss, kl_factorised_gaussians,
                                     log_likelihood, second_order_kl)
-from tests.conftest import learning_columns, read_progress, train_in_process, TINY
+from tests.conftest import TINY, learning_columns, read_progress, through_checkpoint, train_in_process
 
 
 def tiny_bnn(sizes=(3, 4, 2), seed=0, rho_jitter=0.5) -> BayesianDynamics:
@@ -185,11 +184,9 @@ def test_state_dict_round_trip_reproduces_rewards_and_training():
     for r in rollouts[:3]:
         original.intrinsic_reward(r)
         original.update(r)
-    buffer = io.BytesIO()
-    torch.save(original.state_dict(), buffer)                    # as runner.checkpoint does
-    buffer.seek(0)
-    restored = make_vime(seed=7)                                 # another seed: everything must come from the state
-    restored.load_state_dict(torch.load(buffer, weights_only=False))
+    saved = through_checkpoint(original.state_dict())  # as the runner's checkpoints store it
+    restored = make_vime(seed=7)  # another seed: everything must come from the state
+    restored.load_state_dict(saved)
     for r in rollouts[3:]:
         a, b = original.intrinsic_reward(r), restored.intrinsic_reward(r)
         assert np.array_equal(a, b) and a.max() > 0

@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from algos.common.buffers import RingBuffer
 from algos.common.checks import check_finite, require_in_range, require_positive
 from algos.common.rollout import Rollout
 from algos.exploration.base import ExplorationMethod, Requirements
@@ -107,32 +108,6 @@ class MlpAE(nn.Module):
         return 0.5 * (recon - x).pow(2).sum(1)
 
 
-class Replay:
-    """The most recent `capacity` AE inputs (uint8 frames or float32 vectors), a ring buffer."""
-
-    def __init__(self, capacity: int, shape: tuple, dtype):
-        self.data = np.zeros((capacity, *shape), dtype)
-        self.next, self.size = 0, 0
-
-    def add(self, items: np.ndarray) -> None:
-        items = items[-len(self.data):]
-        idx = (self.next + np.arange(len(items))) % len(self.data)
-        self.data[idx] = items
-        self.next = int((self.next + len(items)) % len(self.data))
-        self.size = min(self.size + len(items), len(self.data))
-
-    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        return self.data[rng.integers(0, self.size, n)]
-
-    def state_dict(self) -> dict:
-        return {"data": self.data[:self.size].copy(), "next": self.next, "size": self.size}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.data[:] = 0
-        self.data[:state["size"]] = state["data"]
-        self.next, self.size = state["next"], state["size"]
-
-
 class AESimHashCount(ExplorationMethod):
     """TRPO-AE-SimHash: counts of SimHash(round(b(s))) for the AE code b(s)."""
 
@@ -165,7 +140,7 @@ class AESimHashCount(ExplorationMethod):
         self.noise_rng = torch.Generator(device=self.device)
         self.noise_rng.manual_seed(torch_seed)
         self.rng = np.random.default_rng(ss[1])
-        self.replay = Replay(int(replay_size), sample.shape[1:], sample.dtype)
+        self.replay = RingBuffer(replay_size, sample.shape[1:], sample.dtype)
         self.hash = SimHash(code_dim, dim_key, np.random.default_rng(ss[2]))
         self.counter = CodeCounter(dim_key, list(bucket_sizes))
 

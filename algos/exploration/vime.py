@@ -65,6 +65,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import grad, vmap
 
+from algos.common.buffers import RingBuffer
 from algos.common.checks import ConfigError, NonFiniteError, require, require_choice, require_positive
 from algos.common.rollout import Rollout
 from algos.exploration.base import ExplorationMethod, Requirements
@@ -282,24 +283,17 @@ def second_order_kl(params: dict, likelihood_sd: float, x: torch.Tensor, y: torc
 
 # -- the replay pool ---------------------------------------------------------------------------------
 
-class ReplayPool:
+class ReplayPool(RingBuffer):
     """FIFO pool of (s, a, s') rows (float32), as the reference's SimpleReplayPool but with the
     successor stored explicitly (so no row pairs an episode's last state with the next reset)."""
 
     def __init__(self, capacity: int, obs_dim: int, act_dim: int):
-        self.capacity, self.obs_dim, self.act_dim = int(capacity), obs_dim, act_dim
-        self.data = np.zeros((self.capacity, 2 * obs_dim + act_dim), np.float32)  # lazily paged in
-        self.top = self.size = 0
+        super().__init__(capacity, (2 * obs_dim + act_dim,))  # zeros: lazily paged in
+        self.obs_dim, self.act_dim = obs_dim, act_dim
         self._stats = None
 
     def add(self, obs: np.ndarray, act: np.ndarray, next_obs: np.ndarray) -> None:
-        rows = np.concatenate([obs, act, next_obs], 1).astype(np.float32)
-        skip = max(len(rows) - self.capacity, 0)
-        rows, self.top = rows[skip:], (self.top + skip) % self.capacity
-        idx = (self.top + np.arange(len(rows))) % self.capacity
-        self.data[idx] = rows
-        self.top = (self.top + len(rows)) % self.capacity
-        self.size = min(self.size + len(rows), self.capacity)
+        super().add(np.concatenate([obs, act, next_obs], 1).astype(np.float32))
         self._stats = None
 
     def stats(self) -> tuple[np.ndarray, np.ndarray]:
@@ -317,12 +311,8 @@ class ReplayPool:
         targets = (rows[..., d:] - mean[:self.obs_dim]) / (std[:self.obs_dim] + 1e-8)
         return inputs.astype(np.float32), targets.astype(np.float32)
 
-    def state_dict(self) -> dict:
-        return {"data": self.data[:self.size].copy(), "top": self.top, "size": self.size}
-
     def load_state_dict(self, state: dict) -> None:
-        self.size, self.top = int(state["size"]), int(state["top"])
-        self.data[:self.size] = state["data"]
+        super().load_state_dict(state)
         self._stats = None
 
 

@@ -34,7 +34,8 @@ algorithm: the batch's states are the exemplars, and the density they are scored
 the PAST states (the negatives never include the batch), so the bonus still measures novelty with
 respect to the past, as the exploration contract asks. `fit_before_scoring: false` scores first and
 trains in `update` (the reference's `eval_first=True`). "States" are observations concatenated with
-actions when `use_actions` (discrete actions one-hot).
+actions when `use_actions` (discrete actions one-hot); on pixels, the LAST frame [H, W] of each
+observation stack, without actions (the Atari runs, papers.md §4).
 
 Two architectures (§4.3):
 
@@ -59,8 +60,19 @@ Two architectures (§4.3):
   Discriminators carry over between iterations (group k of one batch covers about the same time
   window of the episodes as group k of the next).
 
-Speed: the paper's 2,000 steps per iteration of 2 x 128 pairs dominate the cost on a CPU, so the
-training step is written out by hand (`_LatentDiscriminator.gradient`): the encoders, the mean
+Pixels (EX2's Atari runs, papers.md §4; conf/exploration/ex2_atari.yaml): the amortized model with
+Siamese conv encoders (`_SiameseConv`, driven by `_ConvLatentDiscriminator`). Each encoder reads one
+frame, the last of the stack (42x42 in the paper), scaled from uint8 to [0, 1], through conv layers
+(16, 8) of 4x4 kernels with stride 2 (the reference's SiameseConv as papers.md §4 gives it), then the
+vector model's trunk and heads (hidden (64,)) to a latent of 32; the classifier is the vector
+model's. Same objective (`negative_eq5_objective`), pairs, replay, schedule and scoring (the EX2
+class picks the model by the observation kind), but autograd and torch.optim.Adam on the run's
+`device` instead of the hand-written CPU step, since convolutions dominate there (about 50 ms per
+step of 2 x 128 pairs on one CPU thread, i.e. ~50 s per 1000 steps). The replay keeps frames as uint8 (60000 x 42 x 42 bytes = 106 MB; float32 would be
+4x that). The K-exemplar model stays vector-only and refuses pixels.
+
+Speed (vector model): the paper's 2,000 steps per iteration of 2 x 128 pairs dominate the cost on a
+CPU, so the training step is written out by hand (`_LatentDiscriminator.gradient`): the encoders, the mean
 and log-variance heads and the classifier are each one batched matmul per layer (torch.baddbmm over
 a stack of networks), the backward pass is explicit, all parameters and gradients live in one flat
 tensor, and Adam is six tensor ops on it (fast_mlp.FlatAdam); tanh runs in place through numpy
@@ -72,7 +84,9 @@ reads its own encoder (the reference's second log-variance net reads encoder 1's
 the Bernoulli likelihood is computed from the logit instead of a probability clipped at 1e-6 (equal
 except at saturation); no bonus until the discriminator has been trained once (the reference scores
 one batch with the untrained network, which the median subtraction turns into noise around 0).
-Pixels are refused (`requires`): the Siamese conv encoder of the Atari runs is not implemented.
+On pixels, papers.md §4 gives the conv layers, the feature size and the hidden sizes but not the conv
+nonlinearity nor how the conv features meet the MLPs: ReLU, and the vector model's trunk after the
+flattened features, are our choices.
 """
 from __future__ import annotations
 
@@ -86,6 +100,7 @@ import torch
 from algos.common.checks import NonFiniteError, require, require_in_range, require_positive
 from algos.common.buffers import RingBuffer
 from algos.common.fast_mlp import FlatAdam, FlatParameters, tanh_
+from algos.common.nets import observation_kind
 from algos.common.rollout import Rollout
 from algos.exploration.base import ExplorationMethod, Requirements
 
@@ -102,6 +117,16 @@ def density_from_discriminator(d: np.ndarray) -> np.ndarray:
     """p = (1 - D) / D (Eq. 3), with D clipped to [1e-5, 1 - 1e-5] as the reference code does."""
     d = np.clip(np.asarray(d, np.float64), D_CLIP, 1.0 - D_CLIP)
     return (1.0 - d) / d
+
+
+def negative_eq5_objective(logit: torch.Tensor, labels: torch.Tensor, mean: torch.Tensor,
+                           log_var: torch.Tensor, kl_weight: float):
+    """(loss, Bernoulli negative log-likelihood, KL) of a training batch, means over its B pairs: the
+    negated Eq. 5 objective -(log p(y | z) - kl_weight * KL(q || N(0, I))), with the KL summed over all
+    latents of a pair. logit and labels [B]; mean and log_var [E, B, F] (E encoders, latent size F)."""
+    nll = torch.nn.functional.binary_cross_entropy_with_logits(logit, labels)
+    kl = kl_to_standard_normal(mean, log_var).sum((0, 2)).mean()
+    return nll + kl_weight * kl, nll, kl
 
 
 def _glorot(shape: tuple, generator: torch.Generator) -> torch.Tensor:
@@ -197,9 +222,7 @@ class _LatentDiscriminator:
         objective, -(log p(y | z) - kl_weight * KL(q || N(0, I))), with the KL summed over all latents
         of a pair. Differentiable (used by the tests as the reference for the hand-written gradient)."""
         (_, _, mean, log_var, _, _), logit = self._forward(x, eps, out_index, self._unflatten(self.flat))
-        nll = torch.nn.functional.binary_cross_entropy_with_logits(logit, labels)
-        kl = kl_to_standard_normal(mean, log_var).sum((0, 2)).mean()
-        return nll + self.kl_weight * kl, nll, kl
+        return negative_eq5_objective(logit, labels, mean, log_var, self.kl_weight)
 
     def gradient(self, x, eps, labels, out_index=None) -> None:
         """Write d(loss)/d(parameters) into self.flat.grad, by hand (the backward pass of `loss`)."""
@@ -260,6 +283,141 @@ class _LatentDiscriminator:
         self.optimizer.load_state_dict(state["optimizer"])
 
 
+def _to_cpu(value):
+    """`value` (nested dicts / lists of tensors) with every tensor copied to the CPU, so that a
+    checkpoint written on a GPU loads anywhere (the runner loads with map_location='cpu')."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {k: _to_cpu(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_cpu(v) for v in value)
+    return copy.deepcopy(value)
+
+
+def _conv_output_size(size: int, filters: tuple, kernel: int, stride: int) -> int:
+    for _ in filters:
+        size = (size - kernel) // stride + 1  # no padding (Lasagne's Conv2DLayer default)
+    return size
+
+
+class _SiameseConv(torch.nn.Module):
+    """The amortized model's networks for pixels, one frame [H, W] per input (the Atari runs'
+    SiameseConv as papers.md §4 gives it): per encoder, conv layers (conv_filters, kernel x kernel, stride) with
+    ReLU, then the vector model's trunk (MLP(hidden_sizes) + a tanh layer of hidden_sizes[0]) on the
+    flattened features, and mean / log-variance MLPs (hidden_sizes, tanh) to a latent of feature_dim;
+    the E sampled latents, concatenated, go through the classifier MLP (hidden_sizes, tanh) to one
+    logit. The conv nonlinearity is not in papers.md: ReLU is our choice (as in the project's other
+    conv nets). Weights Glorot-uniform, biases zero (Lasagne's defaults), drawn from `generator`."""
+
+    def __init__(self, frame_shape: tuple, conv_filters: tuple, kernel: int, stride: int,
+                 hidden_sizes: tuple, feature_dim: int, n_encoders: int, generator: torch.Generator):
+        super().__init__()
+        nn = torch.nn
+        H, W = frame_shape
+        flat = conv_filters[-1] * _conv_output_size(H, conv_filters, kernel, stride) \
+            * _conv_output_size(W, conv_filters, kernel, stride)
+        H0 = hidden_sizes[0]
+
+        def dense(sizes: list, tanh_out: bool) -> list:
+            layers = []
+            for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
+                layers.append(nn.Linear(a, b))
+                if tanh_out or i < len(sizes) - 2:
+                    layers.append(nn.Tanh())
+            return layers
+
+        def encoder() -> nn.Sequential:
+            convs, channels = [], 1
+            for filters in conv_filters:
+                convs += [nn.Conv2d(channels, filters, kernel, stride), nn.ReLU()]
+                channels = filters
+            return nn.Sequential(*convs, nn.Flatten(), *dense([flat, *hidden_sizes, H0], tanh_out=True))
+
+        def head() -> nn.Sequential:
+            return nn.Sequential(*dense([H0, *hidden_sizes, feature_dim], tanh_out=False))
+
+        self.encoders = nn.ModuleList(encoder() for _ in range(n_encoders))
+        self.means = nn.ModuleList(head() for _ in range(n_encoders))
+        self.log_vars = nn.ModuleList(head() for _ in range(n_encoders))
+        self.classifier = nn.Sequential(*dense([n_encoders * feature_dim, *hidden_sizes, 1], tanh_out=False))
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Conv2d)):
+                nn.init.xavier_uniform_(module.weight, generator=generator)
+                nn.init.zeros_(module.bias)
+
+    def forward(self, x: torch.Tensor, eps: torch.Tensor | None):
+        """x [E, B, H, W] (uint8 pixels are scaled to [0, 1] here) -> (mean, log_var [E, B, F], logit [B]).
+        eps [E, B, F] samples the latents (reparameterised); None uses the means."""
+        x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+        means, log_vars, latents = [], [], []
+        for e, (encoder, mean_net, log_var_net) in enumerate(zip(self.encoders, self.means, self.log_vars)):
+            h = encoder(x[e].unsqueeze(1))                            # one channel: the last frame
+            mean, log_var = mean_net(h), log_var_net(h)
+            latents.append(mean if eps is None else mean + torch.exp(0.5 * log_var) * eps[e])
+            means.append(mean)
+            log_vars.append(log_var)
+        logit = self.classifier(torch.cat(latents, 1))[:, 0]
+        return torch.stack(means), torch.stack(log_vars), logit
+
+
+class _ConvLatentDiscriminator:
+    """The amortized D(x*, x) on pixels: the same mechanism and objective as _LatentDiscriminator
+    (E = 2 encoders, Gaussian latents, concatenated samples, tanh classifier, sigmoid; Eq. 5 through
+    `negative_eq5_objective`), with the Siamese conv encoders of the Atari runs (`_SiameseConv`),
+    trained by autograd and torch.optim.Adam on `device`. Same interface as _LatentDiscriminator
+    (F, logits, loss, step, flat, state_dict), so the EX2 class drives either."""
+
+    K = 1
+
+    def __init__(self, frame_shape: tuple, conv_filters: tuple, kernel: int, stride: int,
+                 hidden_sizes: tuple, feature_dim: int, n_encoders: int, kl_weight: float,
+                 learning_rate: float, generator: torch.Generator, device="cpu"):
+        self.E, self.F, self.kl_weight = n_encoders, feature_dim, float(kl_weight)
+        self.device = torch.device(device)
+        self.net = _SiameseConv(frame_shape, conv_filters, kernel, stride, hidden_sizes, feature_dim,
+                                n_encoders, generator).to(self.device)
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=learning_rate)
+
+    @property
+    def flat(self) -> torch.Tensor:
+        """All parameters as one CPU vector (for the finiteness check and the tests)."""
+        return torch.nn.utils.parameters_to_vector(self.net.parameters()).detach().cpu()
+
+    def _forward(self, x, eps):
+        return self.net(x.to(self.device), None if eps is None else eps.to(self.device))
+
+    @torch.no_grad()
+    def logits(self, x: torch.Tensor, out_index=None, chunk: int = 1024) -> torch.Tensor:
+        """Deterministic logit of D for x [E, B, H, W] (latents = means), on the CPU, `chunk` rows at a
+        time (the conv activations of a 100k batch would not fit at once)."""
+        return torch.cat([self._forward(x[:, i:i + chunk], None)[2].cpu() for i in range(0, x.shape[1], chunk)])
+
+    def loss(self, x, eps, labels, out_index=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(loss, Bernoulli negative log-likelihood, KL), means over the pairs (negated Eq. 5)."""
+        mean, log_var, logit = self._forward(x, eps)
+        return negative_eq5_objective(logit, labels.to(self.device), mean, log_var, self.kl_weight)
+
+    def step(self, x, eps, labels, out_index=None) -> None:
+        loss, _, _ = self.loss(x, eps, labels)
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+
+    def state_dict(self) -> dict:
+        return {"net": _to_cpu(self.net.state_dict()), "optimizer": _to_cpu(self.optimizer.state_dict())}
+
+    def load_state_dict(self, state: dict) -> None:
+        ours = self.net.state_dict()
+        fits = "net" in state and state["net"].keys() == ours.keys() and all(
+            state["net"][k].shape == v.shape for k, v in ours.items())
+        require(fits, "exploration (checkpoint)", "the saved discriminator does not fit this conv model "
+                "(hidden_sizes, feature_dim, conv_filters, conv_kernel_size, conv_stride, the screen size "
+                "or the observation kind changed)")
+        self.net.load_state_dict(state["net"])
+        self.optimizer.load_state_dict(state["optimizer"])
+
+
 def _state_features(observation_space, action_space, use_actions: bool):
     """(dimension, function rollout -> states [T, N, dim] float32) for vector observations [+ actions]."""
     obs_dim = int(np.prod(observation_space.shape))
@@ -275,11 +433,31 @@ def _state_features(observation_space, action_space, use_actions: bool):
         [r.obs.reshape(*r.obs.shape[:2], obs_dim).astype(np.float32), act(r.actions)], -1)
 
 
+def _last_frame_features(observation_space):
+    """(frame shape [H, W], function rollout -> states [T, N, H, W]) for pixel stacks [C, H, W]: only
+    the LAST frame of the stack (papers.md §4, Atari: "last frame only"), uint8 kept as uint8 (the
+    replay stores bytes; the model scales them to [0, 1])."""
+    dtype = np.uint8 if observation_space.dtype == np.uint8 else np.float32
+    return tuple(int(n) for n in observation_space.shape[1:]), lambda r: r.obs[:, :, -1].astype(dtype, copy=False)
+
+
+def _check_conv(conv_filters, kernel, stride, frame_shape: tuple) -> tuple:
+    filters = tuple(conv_filters) if isinstance(conv_filters, (list, tuple)) else ()
+    require(len(filters) > 0 and all(isinstance(f, int) and not isinstance(f, bool) and f > 0 for f in filters),
+            "exploration.conv_filters", f"must be a non-empty list of positive integers, got {conv_filters!r}")
+    require_positive("exploration.conv_kernel_size", kernel)
+    require_positive("exploration.conv_stride", stride)
+    size = _conv_output_size(min(frame_shape), filters, int(kernel), int(stride))
+    require(size >= 1, "exploration.conv_filters", f"{len(filters)} conv layers of kernel {kernel}, stride "
+            f"{stride} do not fit frames of {frame_shape[0]}x{frame_shape[1]}")
+    return filters
+
+
 class EX2(ExplorationMethod):
     """Amortized EX2: r_int(x) = -log p(x), p = (1 - D(x, x)) / D(x, x) (Eq. 3) from the exemplar-
     conditioned latent discriminator, trained on (x, x) vs (x, replay) pairs (Eq. 1, Eq. 5)."""
 
-    requires = Requirements(observation_kinds=("vector",))
+    requires = Requirements(observation_kinds=("vector", "pixels"))
     n_encoders = 2
     num_discriminators = 1
 
@@ -287,7 +465,8 @@ class EX2(ExplorationMethod):
                  hidden_sizes=(32,), feature_dim: int | None = None, kl_weight: float = 0.1,
                  learning_rate: float = 1e-4, use_actions: bool = True, replay_size: int = 250_000,
                  min_replay_size: int = 10_000, train_itrs: int = 2000, first_train_itrs: int = 5000,
-                 batch_size: int = 128, fit_before_scoring: bool = True, steps_per_draw: int = 100):
+                 batch_size: int = 128, fit_before_scoring: bool = True, steps_per_draw: int = 100,
+                 conv_filters=(16, 8), conv_kernel_size: int = 4, conv_stride: int = 2):
         super().__init__(observation_space, action_space, seed=seed, device=device)
         hidden_sizes = tuple(int(h) for h in hidden_sizes)
         require(len(hidden_sizes) > 0 and all(h > 0 for h in hidden_sizes), "exploration.hidden_sizes",
@@ -302,17 +481,31 @@ class EX2(ExplorationMethod):
                 "exploration.train_itrs", f"must be a non-negative integer, got {train_itrs!r}")
         require_positive("exploration.learning_rate", learning_rate, integer=False)
         require_in_range("exploration.kl_weight", kl_weight, 0.0, math.inf)
-        require(len(observation_space.shape) == 1, "exploration", "EX2 here needs vector observations "
-                f"(the conv encoder is not implemented), got shape {observation_space.shape}")
+        self.pixels = observation_kind(observation_space) == "pixels"
         self.train_itrs, self.first_train_itrs = int(train_itrs), int(first_train_itrs)
         self.batch_size, self.min_replay_size = int(batch_size), int(min_replay_size)
         self.fit_before_scoring, self.steps_per_draw = bool(fit_before_scoring), int(steps_per_draw)
-        self.dim, self._features = _state_features(observation_space, action_space, use_actions)
         self.rng = np.random.default_rng(seed)                         # exemplar / replay indices
         self.torch_rng = torch.Generator().manual_seed(int(seed) % 2**63)  # init and latent noise
-        self.model = _LatentDiscriminator(self.dim, hidden_sizes, int(feature_dim), self.n_encoders,
-                                          self.num_discriminators, kl_weight, learning_rate, self.torch_rng)
-        self.replay = RingBuffer(replay_size, (self.dim,))
+        if self.pixels:                                                # the Siamese conv model (Atari)
+            require(not use_actions, "exploration.use_actions", "must be false with pixel observations "
+                    f"(shape {observation_space.shape}): the conv encoders read the last frame only "
+                    "(exploration=ex2_atari has EX2's Atari settings)")
+            conv_filters = _check_conv(conv_filters, conv_kernel_size, conv_stride, observation_space.shape[1:])
+            self.state_shape, self._features = _last_frame_features(observation_space)
+            self.dim = math.prod(self.state_shape)
+            self.model = _ConvLatentDiscriminator(self.state_shape, conv_filters, int(conv_kernel_size),
+                                                  int(conv_stride), hidden_sizes, int(feature_dim),
+                                                  self.n_encoders, kl_weight, learning_rate, self.torch_rng,
+                                                  device)
+            replay_dtype = np.uint8 if observation_space.dtype == np.uint8 else np.float32
+        else:                                                          # the hand-differentiated MLP model
+            self.dim, self._features = _state_features(observation_space, action_space, use_actions)
+            self.state_shape = (self.dim,)
+            self.model = _LatentDiscriminator(self.dim, hidden_sizes, int(feature_dim), self.n_encoders,
+                                              self.num_discriminators, kl_weight, learning_rate, self.torch_rng)
+            replay_dtype = np.float32
+        self.replay = RingBuffer(replay_size, self.state_shape, replay_dtype)
         self.trainings = 0                                             # fits done (0: next is the first)
         self._metrics: dict = {}
 
@@ -336,14 +529,15 @@ class EX2(ExplorationMethod):
         exemplars = self._exemplars(states)
         if self.replay.added >= self.min_replay_size:
             steps = self.first_train_itrs if self.trainings == 0 else self.train_itrs
-            self._metrics = self._train(exemplars, steps)
-            self.trainings += 1
+            if steps:  # train_itrs = 0: the first training only
+                self._metrics = self._train(exemplars, steps)
+                self.trainings += 1
         self.replay.add(exemplars)
         self._metrics.update(replay_size=float(self.replay.size))
 
     def _exemplars(self, states: np.ndarray) -> np.ndarray:
-        """The batch's states trajectory by trajectory (env-major), [N * T, dim]."""
-        return np.ascontiguousarray(states.transpose(1, 0, 2)).reshape(-1, self.dim)
+        """The batch's states [T, N, ...] trajectory by trajectory (env-major), [N * T, ...]."""
+        return np.ascontiguousarray(states.swapaxes(0, 1)).reshape(-1, *states.shape[2:])
 
     def _groups(self, n: int) -> np.ndarray:
         """Discriminator index of each of n exemplars (all 0 for the amortized model)."""
@@ -388,13 +582,16 @@ class EX2(ExplorationMethod):
         return bonus.reshape(N, T).T.copy()
 
     def _discriminate(self, exemplars: np.ndarray) -> torch.Tensor:
+        """Deterministic logit of D(x, x) for exemplars [M, ...] (both encoders read x: a view, no copy)."""
         x = torch.from_numpy(exemplars)
-        return self.model.logits(torch.stack([x, x]))
+        return self.model.logits(x.expand(2, *x.shape))
 
     def density(self, states: np.ndarray) -> np.ndarray:
-        """p(x) = (1 - D(x, x)) / D(x, x) for states [M, dim] (Eq. 3; for inspection and tests)."""
-        x = torch.from_numpy(np.asarray(states, np.float32).reshape(-1, self.dim))
-        return density_from_discriminator(torch.sigmoid(self.model.logits(torch.stack([x, x]))).double().numpy())
+        """p(x) = (1 - D(x, x)) / D(x, x) for states [M, dim], or frames [M, H, W] on pixels (Eq. 3; for
+        inspection and tests)."""
+        dtype = self.replay.data.dtype                                 # float32, or uint8 frames
+        x = np.ascontiguousarray(np.asarray(states).reshape(-1, *self.state_shape), dtype)
+        return density_from_discriminator(torch.sigmoid(self._discriminate(x)).double().numpy())
 
     # -- checkpoint -----------------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -413,11 +610,17 @@ class EX2(ExplorationMethod):
 
 class EX2KExemplar(EX2):
     """K-exemplar EX2: K discriminators D_k(x) over contiguous groups of adjacent states of the batch,
-    sharing all but their last linear layer; r_int(x) = -log((1 - D_k(x)) / D_k(x)) for x in group k."""
+    sharing all but their last linear layer; r_int(x) = -log((1 - D_k(x)) / D_k(x)) for x in group k.
+    Vector observations only (no conv encoder for this model)."""
 
+    requires = Requirements(observation_kinds=("vector",))
     n_encoders = 1
 
     def __init__(self, observation_space, action_space, *, num_discriminators: int = 100, **config):
+        kind = observation_kind(observation_space)
+        require(kind in self.requires.observation_kinds, "exploration", "the K-exemplar model (ex2_kexemplar) "
+                f"takes vector observations only, got {kind} of shape {observation_space.shape}; on pixels "
+                "use exploration=ex2_atari (the amortized model with EX2's Siamese conv encoder)")
         self.num_discriminators = num_discriminators                  # K (checked by EX2.__init__)
         super().__init__(observation_space, action_space, **config)
         self.num_discriminators = int(num_discriminators)

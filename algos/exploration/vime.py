@@ -287,9 +287,9 @@ class ReplayPool(RingBuffer):
     """FIFO pool of (s, a, s') rows (float32), as the reference's SimpleReplayPool but with the
     successor stored explicitly (so no row pairs an episode's last state with the next reset)."""
 
-    def __init__(self, capacity: int, obs_dim: int, act_dim: int):
+    def __init__(self, capacity: int, obs_dim: int, act_dim: int, std_epsilon: float = 1e-8):
         super().__init__(capacity, (2 * obs_dim + act_dim,))  # zeros: lazily paged in
-        self.obs_dim, self.act_dim = obs_dim, act_dim
+        self.obs_dim, self.act_dim, self.std_epsilon = obs_dim, act_dim, float(std_epsilon)
         self._stats = None
 
     def add(self, obs: np.ndarray, act: np.ndarray, next_obs: np.ndarray) -> None:
@@ -304,11 +304,14 @@ class ReplayPool(RingBuffer):
         return self._stats
 
     def standardise(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(inputs (s, a), targets s') standardised as the reference: (v − mean) / (std + 1e-8)."""
+        """(inputs (s, a), targets s') standardised as the reference: (v − mean) / (std + ε), ε = 1e-8
+        there (`std_epsilon`). A coordinate that is constant over the pool's states but not over their
+        successors (a terminal state is only ever a successor) gets targets of ±1/ε: with the
+        reference's ε they swamp the likelihood, so environments with such states need a larger ε."""
         mean, std = self.stats()
         d = self.obs_dim + self.act_dim
-        inputs = (rows[..., :d] - mean) / (std + 1e-8)
-        targets = (rows[..., d:] - mean[:self.obs_dim]) / (std[:self.obs_dim] + 1e-8)
+        inputs = (rows[..., :d] - mean) / (std + self.std_epsilon)
+        targets = (rows[..., d:] - mean[:self.obs_dim]) / (std[:self.obs_dim] + self.std_epsilon)
         return inputs.astype(np.float32), targets.astype(np.float32)
 
     def load_state_dict(self, state: dict) -> None:
@@ -331,7 +334,7 @@ class VIME(ExplorationMethod):
                  n_batches: int = 5, learning_rate: float = 1e-3, replay_pool_size: int = 100000,
                  min_pool_size: int = 500, n_updates_per_sample: int = 500, pool_batch_size: int = 10,
                  second_order_update: bool = True, step_size: float = 0.01, kl_form: str = "quadratic",
-                 kl_clip: float = 1000.0, kl_chunk: int = 2048):
+                 kl_clip: float = 1000.0, kl_chunk: int = 2048, std_epsilon: float = 1e-8):
         super().__init__(observation_space, action_space, seed=seed, device=device)
         hidden = list(hidden)
         if not hidden or any(not isinstance(h, int) or isinstance(h, bool) or h <= 0 for h in hidden):
@@ -343,7 +346,8 @@ class VIME(ExplorationMethod):
         require(isinstance(n_updates_per_sample, int) and n_updates_per_sample >= 0,
                 "exploration.n_updates_per_sample", f"must be an integer >= 0, got {n_updates_per_sample!r}")
         for key, value in [("prior_sd", prior_sd), ("likelihood_sd", likelihood_sd),
-                           ("learning_rate", learning_rate), ("step_size", step_size), ("kl_clip", kl_clip)]:
+                           ("learning_rate", learning_rate), ("step_size", step_size), ("kl_clip", kl_clip),
+                           ("std_epsilon", std_epsilon)]:
             require_positive(f"exploration.{key}", value, integer=False)
         require_choice("exploration.kl_form", kl_form, KL_FORMS)
         require(second_order_update is True, "exploration.second_order_update",
@@ -364,7 +368,7 @@ class VIME(ExplorationMethod):
         self.bnn = BayesianDynamics(obs_dim + act_dim, hidden, obs_dim, prior_sd, likelihood_sd,
                                     learning_rate, np.random.default_rng(init_ss))
         self.rng = np.random.default_rng(rng_ss)     # noise draws and pool minibatches
-        self.pool = ReplayPool(replay_pool_size, obs_dim, act_dim)
+        self.pool = ReplayPool(replay_pool_size, obs_dim, act_dim, std_epsilon)
         self.iterations = 0                          # intrinsic_reward calls (the reference's itr + 1)
         self.last_kl = np.zeros(0)
 

@@ -1,36 +1,97 @@
-"""python -m runner.bench_exploration [--iterations K] exploration=<method> <train overrides>:
-what an exploration method costs, as iteration time with the method / without it (exploration=none),
-at the same agent, environment and batch size, with both runs' per-phase split.
+"""python -m runner.bench_exploration [--iterations K] [--warmup W | --full-reference] [--repeats R]
+exploration=<method> <train overrides>: what an exploration method costs, as iteration time with the
+method / without it (exploration=none), at the same agent, environment and batch size, with both
+runs' per-phase split.
 
     python -m runner.bench_exploration exploration=simhash env=sparse_half_cheetah agent.batch_size=5000
+    python -m runner.bench_exploration exploration=kde env=sparse_half_cheetah_abs agent.batch_size=5000 \\
+        --full-reference --iterations 4 --repeats 2
+
+Each run trains for W + K iterations and times the last K (W = --warmup, 1 by default: the first
+iteration allocates and warms up). Methods whose cost grows with what they have stored (the KDE
+bonus scores every state against up to `exploration.max_reference` stored states) cost most once
+that store is full: --full-reference sets W = ceil(max_reference / batch_size), so every timed
+iteration scores against a full reference set (both runs get the same W, so they are timed at the
+same iterations). --repeats R alternates the two runs R times (with, without, with, ...) and prints
+every pair's ratio and their median: on a shared machine the load drifts between runs.
 """
 from __future__ import annotations
 
 import argparse
+import csv
+import math
 import os
+import statistics
+import tempfile
+from pathlib import Path
 
+import numpy as np
 import torch
 
-from runner.bench import runner_figures
+from runner.bench import PHASES, runner_figures
 from runner.config import compose
+from runner.train import train
+
+
+def warmed_figures(overrides: list[str], iterations: int, warmup: int) -> dict:
+    """runner.bench.runner_figures with W untimed iterations before the K timed ones."""
+    if warmup == 1:
+        return runner_figures(overrides, iterations)
+    cfg, _ = compose(overrides)
+    batch = cfg.agent.batch_size
+    with tempfile.TemporaryDirectory() as tmp:
+        run_overrides = [*overrides, f"total_env_steps={batch * (warmup + iterations)}",
+                         "logger.wandb.mode=disabled", "resume=false"]
+        cfg, choices = compose(run_overrides)
+        code = train(cfg, Path(tmp), choices, show_progress=False)
+        if code:
+            raise SystemExit(f"bench: the training run failed (exit code {code})")
+        with open(Path(tmp) / "progress.csv") as f:
+            rows = list(csv.DictReader(f))
+    timed = rows[warmup:]
+    wall = float(timed[-1]["wall_s"]) - float(rows[warmup - 1]["wall_s"])
+    return {"sps": batch * len(timed) / wall,
+            "phases": {p: float(np.mean([float(r[p]) for r in timed])) for p in PHASES},
+            "iteration_s": wall / len(timed), "batch_size": batch, "device": cfg.device}
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--iterations", type=int, default=5, help="timed iterations after one warm-up")
+    parser.add_argument("--iterations", type=int, default=5, help="timed iterations after the warm-up")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed iterations first (default 1)")
+    parser.add_argument("--full-reference", action="store_true",
+                        help="warm up until exploration.max_reference states are stored (KDE)")
+    parser.add_argument("--repeats", type=int, default=1, help="alternate the two runs this many times")
     args, overrides = parser.parse_known_args(argv)
     os.environ.setdefault("WANDB_MODE", "disabled")
     cfg, choices = compose(overrides)
     torch.set_num_threads(cfg.threads)
     method = choices["exploration"]
+    warmup = args.warmup
+    if args.full_reference:
+        if cfg.exploration.get("max_reference") is None:
+            raise SystemExit(f"bench: --full-reference needs exploration.max_reference ({method} has none)")
+        # iteration i scores against the i * batch_size states that earlier iterations stored
+        warmup = max(1, math.ceil(cfg.exploration.max_reference / cfg.agent.batch_size))
+    if warmup < 1 or args.iterations < 1 or args.repeats < 1:
+        raise SystemExit("bench: --warmup, --iterations and --repeats must be >= 1")
     baseline = [o for o in overrides if not o.startswith("exploration")] + ["exploration=none"]
-    with_method = runner_figures(overrides, args.iterations)
-    without = runner_figures(baseline, args.iterations)
+    pairs = []
+    for _ in range(args.repeats):
+        pairs.append((warmed_figures(overrides, args.iterations, warmup),
+                      warmed_figures(baseline, args.iterations, warmup)))
+    with_method, without = pairs[-1]
     print(f"bench: exploration={method} vs none, agent={choices['agent']} env={choices['env']} "
-          f"batch_size={with_method['batch_size']} device={cfg.device} threads={torch.get_num_threads()}")
-    print(f"  iteration time, none     {without['iteration_s']:8.3f} s")
-    print(f"  iteration time, {method:9s}{with_method['iteration_s']:8.3f} s")
-    print(f"  ratio {method} / none    {with_method['iteration_s'] / without['iteration_s']:8.2f}")
+          f"batch_size={with_method['batch_size']} device={cfg.device} threads={torch.get_num_threads()}"
+          + (f" warmup={warmup} iterations" if warmup != 1 else ""))
+    ratios = [w["iteration_s"] / wo["iteration_s"] for w, wo in pairs]
+    for i, (w, wo) in enumerate(pairs):
+        label = f" (run {i + 1})" if len(pairs) > 1 else ""
+        print(f"  iteration time, none     {wo['iteration_s']:8.3f} s{label}")
+        print(f"  iteration time, {method:9s}{w['iteration_s']:8.3f} s{label}")
+        print(f"  ratio {method} / none    {ratios[i]:8.2f}{label}")
+    if len(pairs) > 1:
+        print(f"  ratio {method} / none    {statistics.median(ratios):8.2f} (median of {len(pairs)})")
     for phase in with_method["phases"]:
         name = phase.removeprefix("time_").removesuffix("_s").replace("_", " ")
         print(f"    {name:22s} {without['phases'][phase]:8.3f} s -> {with_method['phases'][phase]:8.3f} s")

@@ -6,13 +6,14 @@ import time
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 from scipy.special import logsumexp
 from scipy.stats import multivariate_normal, pearsonr
 
 from algos.common.checks import ConfigError
 from algos.common.rollout import Rollout
 from algos.exploration import kde as kde_module
-from algos.exploration.kde import KDEBonus
+from algos.exploration.kde import KDEBonus, kd_tree_leaves
 from tests.conftest import TINY, learning_columns, read_progress, through_checkpoint, train_in_process
 
 
@@ -41,8 +42,8 @@ def brute_force_log_density(queries, references, sigma):
 
 @pytest.fixture(params=["auto", "dense", "sparse"])
 def tile_path(request, monkeypatch):
-    """Run a test with kde.py's choice between exponentiating whole rows and only live tiles, and
-    with each path forced."""
+    """Run a test with kde.py's choice between scoring every (query, reference) pair at once and
+    scoring only the tiles that the box bound keeps, and with each path forced."""
     forced = {"auto": kde_module.DENSE_FRACTION, "dense": -1.0, "sparse": 2.0}[request.param]
     monkeypatch.setattr(kde_module, "DENSE_FRACTION", forced)
     return request.param
@@ -71,8 +72,8 @@ def test_log_density_equals_brute_force_double_loop(normalize_states, tile_path)
 
 
 def test_separated_clusters_skip_tiles_exactly(tile_path):
-    """References in 8 far-apart clusters of one tile each: a query near one cluster has a single
-    live tile (the sparse path, in auto mode); every path agrees with float64 brute force."""
+    """References in 8 far-apart clusters of 512: a query near one cluster only needs that cluster's
+    tiles (the sparse path, in auto mode); every path agrees with float64 brute force."""
     rng = np.random.default_rng(6)
     centres = np.arange(8)[:, None] * np.array([[15.0, 0.0, 0.0]])  # > 250 nats apart
     refs = (centres[:, None, :] + rng.normal(0, 1.0, (8, 512, 3))).reshape(-1, 3)
@@ -104,6 +105,134 @@ def test_5000_states_against_50000_references(tile_path):
     expected = logsumexp(-d2 / (2 * 0.5**2), axis=1) - math.log(50000)
     np.testing.assert_allclose(got[rows], expected, rtol=1e-5, atol=1e-3)
     assert cpu_s < 3.0, f"5000 x 50000 took {cpu_s:.2f} s of CPU (about 0.4 s expected)"
+
+
+def clustered_states(rng, n, dim=6, clusters=12):
+    """States spread over clusters of different widths and weights, as visited states are: a few
+    dense regions, sparse ones between them, and far outliers."""
+    centres = rng.normal(0.0, 6.0, (clusters, dim))
+    widths = rng.uniform(0.1, 1.5, clusters)
+    k = rng.choice(clusters, n, p=rng.dirichlet(np.ones(clusters)))
+    states = centres[k] + widths[k, None] * rng.standard_normal((n, dim)) * rng.uniform(0.3, 1.0, dim)
+    states[rng.choice(n, max(1, n // 200), replace=False)] += rng.normal(0.0, 20.0, (max(1, n // 200), dim))
+    return states
+
+
+def assert_within_float32_error(got, expected, queries, references, sigma):
+    """kde.py's documented error: ~1e-7 (||s||^2 + ||mu||^2) / (2 sigma^2) nats of float32
+    cancellation (norms from the reference mean; bounded here with the largest ||mu||), on top of
+    float32 rounding of log p itself."""
+    centre = references.mean(0)
+    norms = ((queries - centre) ** 2).sum(1) + ((references - centre) ** 2).sum(1).max()
+    tolerance = 1e-5 * np.abs(expected) + 1e-3 + 2e-7 * norms / (2 * sigma**2)
+    excess = np.abs(got - expected) - tolerance
+    assert np.all(excess <= 0), f"worst query {excess.argmax()}: {got[excess.argmax()]} vs {expected[excess.argmax()]}"
+
+
+def pairs_scored(kde, queries):
+    """log_density(queries), and the fraction of (tile, query) pairs that its pass 2 scored."""
+    counted = []
+    original = kde._pair_scores
+
+    def counting(tiles, rows, tile_of, query_of):
+        counted.append(len(query_of) / (len(tiles.columns) * len(rows)))
+        return original(tiles, rows, tile_of, query_of)
+
+    kde._pair_scores = counting
+    try:
+        got = kde.log_density(queries)
+    finally:
+        del kde._pair_scores
+    return got, (counted[-1] if len(counted) == 2 else 1.0)  # pass 1 and pass 2, or all pairs at once
+
+
+@pytest.mark.parametrize("sigma", [0.05, 0.3, 1.0, 30.0])
+def test_tiles_equal_brute_force_log_sum_exp_over_all_references(sigma, tile_path):
+    """Clustered states, many tiles: from sigma small for the data (most tiles skipped) to sigma
+    larger than the data (nothing can be skipped), every path equals a float64 log-sum-exp over all
+    references, for queries in the clusters, between them and far away."""
+    rng = np.random.default_rng(7)
+    states = clustered_states(rng, 7300)  # references, then queries from the same clusters
+    refs = states[:7000]
+    queries = np.concatenate([states[7000:], refs[:20] + rng.normal(0.0, 0.01, (20, 6)),
+                              rng.normal(0.0, 40.0, (10, 6))])
+    kde = KDEBonus(box(6), box(6), sigma=sigma, max_reference=6000, block_elements=50000)
+    kde.add(refs)  # a full ring: 1000 overwritten
+    stored = kde.reference.numpy().astype(np.float64)
+    d2 = ((queries[:, None, :] - stored[None]) ** 2).sum(-1)
+    expected = logsumexp(-d2 / (2 * sigma**2), axis=1) - math.log(len(stored))
+    got, fraction = pairs_scored(kde, queries)
+    assert_within_float32_error(got, expected, queries, stored, sigma)
+    if tile_path == "auto" and sigma == 0.05:
+        assert fraction < 0.4, fraction  # most tiles are skipped before any distance is computed
+    if tile_path == "auto" and sigma == 30.0:
+        assert fraction == 1.0  # every pair counts: all scored in one product
+
+
+def test_halfcheetah_like_states_skip_most_tiles_exactly():
+    """The paper's setting in miniature: sigma = 0.2 on states that spread over ~6 directions
+    several units wide (HalfCheetah's velocities) and ~14 narrow ones. A query's nearest reference
+    lies many sigmas away, so pass 2 scores a small fraction of the (tile, query) pairs; the result
+    is still the log-sum-exp over all references."""
+    rng = np.random.default_rng(8)
+    scales = np.concatenate([rng.uniform(3.0, 6.0, 6), rng.uniform(0.05, 0.7, 14)])
+    refs = rng.standard_normal((20000, 20)) * scales
+    queries = rng.standard_normal((400, 20)) * scales
+    kde = KDEBonus(box(20), box(20), sigma=0.2, max_reference=20000)
+    kde.add(refs)
+    got, fraction = pairs_scored(kde, queries)
+    d2 = ((queries[:, None, :] - refs[None]) ** 2).sum(-1)
+    expected = logsumexp(-d2 / (2 * 0.2**2), axis=1) - math.log(len(refs))
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-3)
+    assert fraction < 0.3, fraction
+
+
+def test_box_bound_is_a_lower_bound_of_every_distance_in_the_tile():
+    rng = np.random.default_rng(9)
+    states = clustered_states(rng, 3200, dim=7)
+    kde = KDEBonus(box(7), box(7), sigma=0.3)
+    kde.add(states[:3000])
+    tiles = kde._build_tiles()
+    queries = np.concatenate([states[3000:], rng.normal(0.0, 30.0, (10, 7))])
+    x = torch.as_tensor(queries, dtype=torch.float32) - tiles.centre
+    bound = KDEBonus._box_bound(tiles, x).double().numpy()                     # [B, n_tiles]
+    members = tiles.columns[:, :7, :].transpose(1, 2).double().numpy() * 0.3**2  # [n_tiles, size, D]
+    real = np.isfinite(tiles.columns[:, 7, :].numpy())                           # padding scores -inf
+    assert real.sum() == 3000 and len(tiles.columns) == 16
+    for t in range(len(members)):
+        d2 = ((x.double().numpy()[:, None, :] - members[t][real[t]][None]) ** 2).sum(-1).min(1)
+        assert np.all(bound[:, t] <= d2 * (1 + 1e-6) + 1e-6)
+    assert (bound > 0).mean() > 0.5  # and it is not trivial
+
+
+def test_kd_tree_leaves_split_at_medians():
+    points = np.random.default_rng(10).permutation(1000).astype(np.float64)[:, None]  # 0..999 on a line
+    leaves = kd_tree_leaves(points, 100)                       # 16 leaves of 63 (the last ones padded)
+    assert leaves.shape == (16, 63)
+    real = [np.sort(points[leaf[leaf < 1000], 0]) for leaf in leaves]
+    assert np.array_equal(np.concatenate(real), np.arange(1000))  # leaves are consecutive intervals
+    assert (leaves == 1000).sum() == 16 * 63 - 1000
+    assert kd_tree_leaves(points[:40], 100).shape == (1, 40)
+
+
+def test_tiles_follow_every_change_of_the_reference_set(tile_path):
+    """The tiles are rebuilt after add() and load_state_dict(), never reused stale."""
+    rng = np.random.default_rng(11)
+    states = clustered_states(rng, 5100)
+    queries = states[5000:]
+    kde = KDEBonus(box(6), box(6), sigma=0.3, max_reference=4000)
+    for batch in range(3):
+        kde.add(states[1500 * batch:1500 * (batch + 1)])
+        stored = kde.reference[:kde.size].numpy().astype(np.float64)
+        d2 = ((queries[:, None, :] - stored[None]) ** 2).sum(-1)
+        expected = logsumexp(-d2 / (2 * 0.3**2), axis=1) - math.log(kde.size)
+        np.testing.assert_allclose(kde.log_density(queries), expected, rtol=1e-5, atol=1e-3)
+    other = KDEBonus(box(6), box(6), sigma=0.3, max_reference=4000)
+    other.add(states[4500:5000])
+    other.log_density(queries)  # tiles for its own references, to be dropped by the load
+    other.load_state_dict(through_checkpoint(kde.state_dict()))
+    np.testing.assert_array_equal(other.log_density(queries), kde.log_density(queries))
+    assert kde.log_density(queries[:0]).shape == (0,)
 
 
 def mixture():

@@ -45,11 +45,13 @@ def raw_steps_per_second(env_cfg, num_envs: int, steps: int, seed: int = 0) -> f
     return n_calls * num_envs / elapsed
 
 
-def runner_figures(overrides: list[str], iterations: int) -> dict:
+def runner_figures(overrides: list[str], iterations: int, warmup: int = 1) -> dict:
+    """Train for warmup + iterations iterations and time the last `iterations` (the first ones warm
+    up: allocations, first backward, ...)."""
     cfg, _ = compose(overrides)
     batch = cfg.agent.batch_size
     with tempfile.TemporaryDirectory() as tmp:
-        run_overrides = [*overrides, f"total_env_steps={batch * (iterations + 1)}",
+        run_overrides = [*overrides, f"total_env_steps={batch * (warmup + iterations)}",
                          "logger.wandb.mode=disabled", "resume=false"]
         cfg, choices = compose(run_overrides)
         code = train(cfg, Path(tmp), choices, show_progress=False)
@@ -57,8 +59,8 @@ def runner_figures(overrides: list[str], iterations: int) -> dict:
             raise SystemExit(f"bench: the training run failed (exit code {code})")
         with open(Path(tmp) / "progress.csv") as f:
             rows = list(csv.DictReader(f))
-    timed = rows[1:]  # the first iteration warms up (allocations, first backward, ...)
-    wall = float(timed[-1]["wall_s"]) - float(rows[0]["wall_s"])
+    timed = rows[warmup:]
+    wall = float(timed[-1]["wall_s"]) - float(rows[warmup - 1]["wall_s"])
     return {"sps": batch * len(timed) / wall,
             "phases": {p: float(np.mean([float(r[p]) for r in timed])) for p in PHASES},
             "iteration_s": wall / len(timed), "batch_size": batch, "device": cfg.device}

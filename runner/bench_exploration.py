@@ -18,41 +18,14 @@ every pair's ratio and their median: on a shared machine the load drifts between
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import os
 import statistics
-import tempfile
-from pathlib import Path
 
-import numpy as np
 import torch
 
-from runner.bench import PHASES, runner_figures
+from runner.bench import runner_figures
 from runner.config import compose
-from runner.train import train
-
-
-def warmed_figures(overrides: list[str], iterations: int, warmup: int) -> dict:
-    """runner.bench.runner_figures with W untimed iterations before the K timed ones."""
-    if warmup == 1:
-        return runner_figures(overrides, iterations)
-    cfg, _ = compose(overrides)
-    batch = cfg.agent.batch_size
-    with tempfile.TemporaryDirectory() as tmp:
-        run_overrides = [*overrides, f"total_env_steps={batch * (warmup + iterations)}",
-                         "logger.wandb.mode=disabled", "resume=false"]
-        cfg, choices = compose(run_overrides)
-        code = train(cfg, Path(tmp), choices, show_progress=False)
-        if code:
-            raise SystemExit(f"bench: the training run failed (exit code {code})")
-        with open(Path(tmp) / "progress.csv") as f:
-            rows = list(csv.DictReader(f))
-    timed = rows[warmup:]
-    wall = float(timed[-1]["wall_s"]) - float(rows[warmup - 1]["wall_s"])
-    return {"sps": batch * len(timed) / wall,
-            "phases": {p: float(np.mean([float(r[p]) for r in timed])) for p in PHASES},
-            "iteration_s": wall / len(timed), "batch_size": batch, "device": cfg.device}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -78,8 +51,8 @@ def main(argv: list[str] | None = None) -> None:
     baseline = [o for o in overrides if not o.startswith("exploration")] + ["exploration=none"]
     pairs = []
     for _ in range(args.repeats):
-        pairs.append((warmed_figures(overrides, args.iterations, warmup),
-                      warmed_figures(baseline, args.iterations, warmup)))
+        pairs.append((runner_figures(overrides, args.iterations, warmup),
+                      runner_figures(baseline, args.iterations, warmup)))
     with_method, without = pairs[-1]
     print(f"bench: exploration={method} vs none, agent={choices['agent']} env={choices['env']} "
           f"batch_size={with_method['batch_size']} device={cfg.device} threads={torch.get_num_threads()}"

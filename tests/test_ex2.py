@@ -9,8 +9,19 @@ from scipy.stats import spearmanr
 
 from algos.common.checks import ConfigError
 from algos.common.rollout import Rollout
-from algos.exploration.ex2 import EX2, EX2KExemplar, density_from_discriminator, kl_to_standard_normal
-from tests.conftest import TINY, learning_columns, read_progress, through_checkpoint, train_in_process
+from algos.exploration.ex2 import (
+    EX2,
+    EX2KExemplar,
+    density_from_discriminator,
+    kl_to_standard_normal,
+)
+from tests.conftest import (
+    TINY,
+    learning_columns,
+    read_progress,
+    through_checkpoint,
+    train_in_process,
+)
 
 OBS = gym.spaces.Box(-np.inf, np.inf, (3,), np.float32)
 ACT = gym.spaces.Box(-1, 1, (2,), np.float32)
@@ -82,25 +93,34 @@ def test_density_formula_and_clipping():
     np.testing.assert_allclose(density_from_discriminator(d), [1.0, 4.0, (1 - 1e-5) / 1e-5, 1e-5 / (1 - 1e-5)])
 
 
-@pytest.mark.parametrize("cls,kwargs", METHODS, ids=IDS)
-def test_state_dict_round_trip_reproduces_bonuses_and_training(cls, kwargs):
-    rng = np.random.default_rng(0)
-    batches = [make_rollout(rng) for _ in range(6)]
-    method = cls(OBS, ACT, seed=3, **SMALL, **kwargs)
+def assert_round_trip_reproduces_bonuses_and_training(make, batches) :
+    """Train `make(seed)` on three batches, restore its checkpoint into `make(99)`, and check that the
+    two agree exactly on the next three batches (bonuses, training metrics, parameters, replay)."""
+    method = make(3)
     for r in batches[:3]:  # 30-state batches: training starts at the third (replay 60 >= 40)
         method.intrinsic_reward(r)
         method.update(r)
     assert method.trainings == 1 and method.replay.added == 90
     saved = through_checkpoint(method.state_dict())  # as the runner's checkpoints store it
-    restored = cls(OBS, ACT, seed=99, **SMALL, **kwargs)
+    restored = make(99)
+    assert not torch.equal(method.model.flat, restored.model.flat)
     restored.load_state_dict(saved)
-    for r in batches[3:]:  # the replay wraps around (capacity 100)
+    for r in batches[3:]:  # each trains more steps (optimiser state carried over), then scores
         a, b = method.intrinsic_reward(r), restored.intrinsic_reward(r)
         assert a.shape == (10, 3) and np.abs(a).sum() > 0
         np.testing.assert_array_equal(a, b)
         assert method.update(r) == restored.update(r)
     assert torch.equal(method.model.flat, restored.model.flat)
     np.testing.assert_array_equal(method.replay.data, restored.replay.data)
+    return restored
+
+
+@pytest.mark.parametrize("cls,kwargs", METHODS, ids=IDS)
+def test_state_dict_round_trip_reproduces_bonuses_and_training(cls, kwargs):
+    rng = np.random.default_rng(0)
+    batches = [make_rollout(rng) for _ in range(6)]   # the replay wraps around (capacity 100)
+    assert_round_trip_reproduces_bonuses_and_training(lambda seed: cls(OBS, ACT, seed=seed, **SMALL, **kwargs),
+                                                      batches)
 
 
 def test_no_bonus_before_the_first_training_and_bonus_is_minus_log_p():
@@ -227,22 +247,8 @@ def test_conv_model_gives_rare_frames_the_larger_bonus(rare_corner):
 def test_conv_model_state_dict_round_trip_reproduces_bonuses_and_training():
     rng = np.random.default_rng(0)
     batches = [pixel_rollout(rng) for _ in range(6)]
-    method = EX2(PIXELS, DISCRETE, seed=3, **CONV_SMALL)
-    for r in batches[:3]:  # 30-state batches: training starts at the third (replay 60 >= 40)
-        method.intrinsic_reward(r)
-        method.update(r)
-    assert method.trainings == 1 and method.replay.added == 90
-    saved = through_checkpoint(method.state_dict())  # as the runner's checkpoints store it
-    restored = EX2(PIXELS, DISCRETE, seed=99, **CONV_SMALL)
-    assert not torch.equal(method.model.flat, restored.model.flat)
-    restored.load_state_dict(saved)
-    for r in batches[3:]:  # each trains 4 more steps (Adam state carried over), then scores
-        a, b = method.intrinsic_reward(r), restored.intrinsic_reward(r)
-        assert a.shape == (10, 3) and np.abs(a).sum() > 0
-        np.testing.assert_array_equal(a, b)
-        assert method.update(r) == restored.update(r)
-    assert torch.equal(method.model.flat, restored.model.flat)
-    np.testing.assert_array_equal(method.replay.data, restored.replay.data)
+    restored = assert_round_trip_reproduces_bonuses_and_training(
+        lambda seed: EX2(PIXELS, DISCRETE, seed=seed, **CONV_SMALL), batches)
     with pytest.raises(ConfigError, match="exploration"):          # a vector model's checkpoint does not fit
         restored.load_state_dict(EX2(OBS, ACT, **SMALL).state_dict())
 

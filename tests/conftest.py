@@ -49,6 +49,35 @@ def through_checkpoint(state: dict) -> dict:
     return torch.load(buffer, weights_only=False)
 
 
+def replay_after_restore(env, actions) -> list[tuple]:
+    """Snapshot `env` (runner.env_state), play `actions`, restore the snapshot and play them again;
+    assert that both plays match bit for bit and return the first. A play is one (obs, reward,
+    terminated, truncated, task_metric) per step, and one (obs,) after each episode end, from an
+    unseeded reset (which draws from the env's own RNG, so the snapshot must hold it)."""
+    import numpy as np
+
+    from runner.env_state import get_env_state, set_env_state
+
+    def play():
+        out = []
+        for a in actions:
+            obs, reward, terminated, truncated, info = env.step(a)
+            out.append((obs.copy(), reward, terminated, truncated, info["task_metric"]))
+            if terminated or truncated:
+                out.append((env.reset()[0].copy(),))
+        return out
+
+    snapshot = get_env_state(env)
+    first = play()
+    set_env_state(env, snapshot)
+    second = play()
+    assert len(first) == len(second)
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a[0], b[0])
+        assert a[1:] == b[1:]
+    return first
+
+
 def learning_columns(rows: list[dict]) -> list[dict]:
     """Rows without the columns that measure time rather than learning."""
     from runner.progress import TIMING_COLUMNS

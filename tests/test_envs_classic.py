@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import envs  # noqa: F401  (registers the explorebench/ namespace)
-from runner.env_state import get_env_state, set_env_state
+from tests.conftest import replay_after_restore
 
 IDS = ["explorebench/MountainCarSparse-v0", "explorebench/CartpoleSwingupSparse-v0",
        "explorebench/DoublePendulumSparse-v0", "explorebench/Maze2D-v0"]
@@ -323,28 +323,28 @@ BOX2D_DOUBLE_PENDULUM = [
      {10: (-0.4807, 0.3785, 2.0206, 10.1585), 25: (-0.3197, -0.7209, 4.9029, 4.4983)})]
 
 
-@pytest.mark.parametrize("start,control,expected", BOX2D_CARTPOLE)
-def test_cartpole_follows_box2d(start, control, expected):
-    _, u = make(IDS[1])
+def assert_follows_box2d(env_id, start, control, expected, tolerances):
+    """Drive the unwrapped env from `start` with control(t); after each step listed in `expected`,
+    compare the state coordinates named in `tolerances` ({attribute: (index in the expected
+    tuple, tolerance)}) with pybox2d's values."""
+    _, u = make(env_id)
     u.reset(seed=0)
     u.set_state(*start)
     for t in range(max(expected)):
-        u.step(np.array([control(t)]))  # the track limit is not enforced on the unwrapped env
+        u.step(np.array([control(t)]))  # limits (the cart's track) are not enforced on the unwrapped env
         if t + 1 in expected:
-            x, _, theta, _ = expected[t + 1]
-            assert abs(u.x - x) < 0.01 and abs(u.theta - theta) < 0.03, t + 1
+            for name, (index, tolerance) in tolerances.items():
+                assert abs(getattr(u, name) - expected[t + 1][index]) < tolerance, (t + 1, name)
+
+
+@pytest.mark.parametrize("start,control,expected", BOX2D_CARTPOLE)
+def test_cartpole_follows_box2d(start, control, expected):
+    assert_follows_box2d(IDS[1], start, control, expected, {"x": (0, 0.01), "theta": (2, 0.03)})
 
 
 @pytest.mark.parametrize("start,control,expected", BOX2D_DOUBLE_PENDULUM)
 def test_double_pendulum_follows_box2d(start, control, expected):
-    _, u = make(IDS[2])
-    u.reset(seed=0)
-    u.set_state(*start)
-    for t in range(max(expected)):
-        u.step(np.array([control(t)]))
-        if t + 1 in expected:
-            theta1, _, theta2, _ = expected[t + 1]
-            assert abs(u.theta1 - theta1) < 0.05 and abs(u.theta2 - theta2) < 0.05, t + 1
+    assert_follows_box2d(IDS[2], start, control, expected, {"theta1": (0, 0.05), "theta2": (2, 0.05)})
 
 
 def test_mountain_car_loses_energy_like_box2d():
@@ -439,26 +439,6 @@ def test_snapshot_restore_reproduces_the_trajectory(env_id):
     for _ in range(env.spec.max_episode_steps - 50):
         if any(env.step(sample())[2:4]):
             env.reset()
-    snapshot = get_env_state(env)
     actions = [sample() for _ in range(120)]  # crosses the time limit (or a termination)
-
-    def play():
-        out = []
-        for a in actions:
-            obs, reward, terminated, truncated, info = env.step(a)
-            out.append((obs.copy(), reward, terminated, truncated, info["task_metric"]))
-            if terminated or truncated:
-                out.append(env.reset()[0].copy())  # unseeded: draws from the restored RNG
-        return out
-
-    first = play()
-    assert any(not isinstance(o, tuple) for o in first)  # an episode ended and restarted
-    set_env_state(env, snapshot)
-    second = play()
-    assert len(first) == len(second)
-    for a, b in zip(first, second):
-        if isinstance(a, tuple):
-            np.testing.assert_array_equal(a[0], b[0])
-            assert a[1:] == b[1:]
-        else:
-            np.testing.assert_array_equal(a, b)
+    first = replay_after_restore(env, actions)
+    assert any(len(step) == 1 for step in first)  # an episode ended and restarted

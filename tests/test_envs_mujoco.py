@@ -15,8 +15,8 @@ import pytest
 from omegaconf import OmegaConf
 
 import envs  # noqa: F401  (registers explorebench/)
-from runner.env_state import get_env_state, set_env_state
 from runner.envs import make_env
+from tests.conftest import replay_after_restore
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf" / "env"
 SWIMMER = "explorebench/SwimmerGather-v0"
@@ -418,26 +418,8 @@ def test_snapshot_mid_episode_restores_exactly(env_id):
         u = env.unwrapped
         u.object_xy[0] = u.data.subtree_com[u.torso][:2]
         u.object_alive[0] = True
-    snapshot = get_env_state(env)
     actions = [rng.uniform(low, high) for _ in range(40)]  # crosses the 25-step limit
-
-    def play():
-        out = []
-        for a in actions:
-            obs, r, terminated, truncated, info = env.step(a)
-            out.append((obs.copy(), r, terminated, truncated, info["task_metric"]))
-            if terminated or truncated:
-                obs, _ = env.reset()  # from the env's own RNG, which the snapshot holds
-                out.append((obs.copy(),))
-        return out
-
-    first = play()
+    first = replay_after_restore(env, actions)
     assert any(len(step) == 1 for step in first)  # an episode ended and a new one began
     if gather:
         assert first[0][1] == 1.0
-    set_env_state(env, snapshot)
-    second = play()
-    assert len(first) == len(second)
-    for a, b in zip(first, second):
-        np.testing.assert_array_equal(a[0], b[0])
-        assert a[1:] == b[1:]

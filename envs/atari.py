@@ -1,5 +1,5 @@
 """Hard-exploration Atari with the preprocessing of #Exploration (Tang et al. 2017, §3.2) and EMI
-(Kim et al. 2019): ../shared/reference/papers.md §3 and §5.
+(Kim et al. 2019): docs/papers.md §3 and §5.
 
 Settings (the `env.atari` config block): frame skip 4 with max-pooling of the last two frames,
 up to 30 random no-op starts, grayscale frames resized to 42x42 (#Exploration), 52x52 (EMI) or
@@ -25,7 +25,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, SyncVectorEnv, VectorWrapper
 from gymnasium.wrappers import AtariPreprocessing, FrameStackObservation, TransformObservation
 
-from algos.common.checks import require, require_choice, require_positive
+from explorebench.checks import require, require_choice, require_positive
 
 gym.register_envs(ale_py)
 

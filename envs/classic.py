@@ -1,6 +1,6 @@
 """VIME's sparse classic control tasks, re-simulated in numpy from rllab's Box2D models.
 
-Paper definition: ../shared/reference/papers.md §1.3 — openai/vime `envs/mountain_car_env_x.py`,
+Paper definition: docs/papers.md §1.3 — openai/vime `envs/mountain_car_env_x.py`,
 `cartpole_swingup_env_x.py` and `double_pendulum_env_x.py`, which put sparse rewards on rllab's
 Box2D environments (rll/rllab `rllab/envs/box2d/*.py` and `models/*.xml.mako`). VIME plots the
 episode return, so `info["task_metric"]` is the return of the episode so far.
@@ -127,7 +127,7 @@ class CartOnTrack:
 
 
 class SparseMountainCarEnv(_SparseRllabTask):
-    """VIME's sparse MountainCar (`MountainCarEnvX`), papers.md §1.3: reward 1 on the step the
+    """VIME's sparse MountainCar (`MountainCarEnvX`), docs/papers.md §1.3: reward 1 on the step the
     cart's centre reaches x ≥ 0.6, which ends the episode; 0 otherwise. Limit 500 steps.
 
     Model (rllab `box2d/models/mountain_car.xml.mako`): a 0.4 x 0.2 m box of density 5 (0.4 kg) on
@@ -212,7 +212,7 @@ class SparseMountainCarEnv(_SparseRllabTask):
 
 
 class SparseCartpoleSwingupEnv(_SparseRllabTask):
-    """VIME's sparse cart-pole swing-up (`CartpoleSwingupEnvX`), papers.md §1.3: reward 1 at each
+    """VIME's sparse cart-pole swing-up (`CartpoleSwingupEnvX`), docs/papers.md §1.3: reward 1 at each
     step where cos θ > 0.8 and |x| ≤ 3, else 0; the episode ends (reward 0) when |x| > 3. Limit 500.
 
     Model (rllab `box2d/models/cartpole.xml.mako`): a 4/√12 x 3/√12 m cart of density 1 (1 kg) on a
@@ -296,7 +296,7 @@ class SparseCartpoleSwingupEnv(_SparseRllabTask):
 
 
 class SparseDoublePendulumEnv(_SparseRllabTask):
-    """VIME's sparse double pendulum (`DoublePendulumEnvX`), papers.md §1.3: reward 1 at each step
+    """VIME's sparse double pendulum (`DoublePendulumEnvX`), docs/papers.md §1.3: reward 1 at each step
     where rllab's tip point is within distance 1 of the upright target (0, 2); never done. Limit 500.
 
     Model (rllab `box2d/models/double_pendulum.xml.mako`, link_len 1): two 0.1 x 1 m links of

@@ -1,6 +1,6 @@
 """rllab's Gather tasks: SwimmerGather (VIME, #Exploration, EX2, EMI) and AntGather.
 
-Implements papers.md §1.1 (rllab `gather_env.py`, `swimmer_gather_env.py`, `swimmer_env.py`, at
+Implements docs/papers.md §1.1 (rllab `gather_env.py`, `swimmer_gather_env.py`, `swimmer_env.py`, at
 rll/rllab@ba78e4c) on the official `mujoco` bindings:
 
 - A robot in a 14 × 14 arena (walls at ±7) with 8 apples and 8 bombs placed at distinct points of
@@ -17,7 +17,7 @@ rll/rllab@ba78e4c) on the official `mujoco` bindings:
 SwimmerGather: rllab's swimmer (`assets/swimmer_gather.xml`; timestep 0.001 s, 50 substeps per step,
 motors ±50 with the raw ±50 action space), robot observation qpos(5) + qvel(5) + COM(3): 33-D in all.
 
-AntGather (papers.md specifies only the Gather logic; the rest is assumed from rllab's `ant_env.py`,
+AntGather (docs/papers.md specifies only the Gather logic; the rest is assumed from rllab's `ant_env.py`,
 `ant_gather_env.py` and `ant.xml`): rllab's ant (`assets/ant_gather.xml`; RK4, timestep 0.02 s, one
 substep, motors ±150), robot observation qpos(15) + qvel(14) + clip(cfrc_ext, −1, 1)(14 bodies × 6)
 + torso rotation matrix(9) + COM(3) = 125, so 145-D in all; heading = the yaw of the torso's x axis.
@@ -181,7 +181,7 @@ class GatherEnv(MujocoEnv):
 
 
 class SwimmerGatherEnv(GatherEnv):
-    """rllab's SwimmerGatherEnv (papers.md §1.1): 33-D observation, 2-D action in [−50, 50]."""
+    """rllab's SwimmerGatherEnv (docs/papers.md §1.1): 33-D observation, 2-D action in [−50, 50]."""
 
     MODEL_FILE = "swimmer_gather.xml"
     FRAME_SKIP = 50  # rllab swimmer.xml's numeric "frame_skip": 50 × 0.001 s per env step

@@ -1,4 +1,4 @@
-"""rllab's HalfCheetah and the two published sparse variants (papers.md §1.2).
+"""rllab's HalfCheetah and the two published sparse variants (docs/papers.md §1.2).
 
 - `HalfCheetahRllabEnv`: rllab `half_cheetah_env.py` (rll/rllab@ba78e4c). Observation qpos[1:](8) +
   qvel(9) + torso COM(3) = 20-D, where the COM is the torso's subtree COM (rllab's `get_body_com`
@@ -19,7 +19,7 @@ The model is gymnasium's `half_cheetah.xml`, which matches rllab's `vendor/mujoc
 half_cheetah.xml` in every physical attribute (bodies, joints with their stiffness, damping and
 limits, geoms, gears, ctrlrange, timestep 0.01, total mass 14; it only adds a tracking camera). It
 runs on MuJoCo 3.3 instead of rllab's 1.31: solver and contact model are MuJoCo 3's, and MuJoCo 3's
-Euler integrator treats joint damping implicitly (whether 1.31 did is not recorded in papers.md).
+Euler integrator treats joint damping implicitly (whether 1.31 did is not recorded in docs/papers.md).
 
 How this differs from gymnasium's HalfCheetah-v5, on the same model file:
 
@@ -40,7 +40,7 @@ from gymnasium.envs.mujoco import MujocoEnv
 
 
 class HalfCheetahRllabEnv(MujocoEnv):
-    """rllab's dense HalfCheetah (papers.md §1.2): 20-D observation, 6-D action in [−1, 1]."""
+    """rllab's dense HalfCheetah (docs/papers.md §1.2): 20-D observation, 6-D action in [−1, 1]."""
 
     metadata = {"render_modes": ["human", "rgb_array", "depth_array"], "render_fps": 100}
 

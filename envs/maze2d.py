@@ -1,6 +1,6 @@
 """EX2's 2D maze: a point mass that must go round a wall to reach a target, in numpy.
 
-Paper definition: ../shared/reference/papers.md §4 — jcoreyes/ex2 `envs/twod_maze.py` (the
+Paper definition: docs/papers.md §4 — jcoreyes/ex2 `envs/twod_maze.py` (the
 `Ex2TwoDMaze-v0` gym env of `exps/pointmass.py`), a MuJoCo model `envs/assets/twod_maze.xml`.
 EX2 reports the average return, so `info["task_metric"]` is the return of the episode so far.
 """
@@ -28,7 +28,7 @@ class TwoDMazeEnv(gym.Env):
 
     Note: `twod_maze.py` defines INIT_POS = (0.15, 0.15) but subtracts it from the joint positions
     to make the observation, and the model puts the body at (-0.15, -0.15): the observation is the
-    position in the arena, and the episode starts at (-0.15, -0.15) (papers.md §4 reads the
+    position in the arena, and the episode starts at (-0.15, -0.15) (docs/papers.md §4 reads the
     constant as the start).
 
     Dynamics: MuJoCo timestep 0.01 s with frame skip 2 (0.02 s per step), Euler integration with

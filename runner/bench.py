@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from runner.config import compose, resolve_device
+from runner.config import compose, iteration_env_steps, resolve_device
 from runner.envs import make_vector_env
 from runner.train import derive_seeds, train
 
@@ -49,7 +49,7 @@ def runner_figures(overrides: list[str], iterations: int, warmup: int = 1) -> di
     """Train for warmup + iterations iterations and time the last `iterations` (the first ones warm
     up: allocations, first backward, ...)."""
     cfg, _ = compose(overrides)
-    batch = cfg.agent.batch_size
+    batch = iteration_env_steps(cfg)
     with tempfile.TemporaryDirectory() as tmp:
         run_overrides = [*overrides, f"total_env_steps={batch * (warmup + iterations)}",
                          "logger.wandb.mode=disabled", "resume=false"]

@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from runner.config import compose
+from runner.config import compose, iteration_env_steps
 
 DEFAULT_OVERRIDES = ["agent=trpo", "env=half_cheetah"]
 
@@ -66,7 +66,8 @@ def launch(args: list[str], cwd: Path) -> float:
                          capture_output=True, text=True)
     wall = time.perf_counter() - start
     if out.returncode:
-        raise SystemExit(f"bench_sweep: `runner.train {' '.join(args)}` failed ({out.returncode}):\n{out.stderr[-3000:]}")
+        raise SystemExit(f"bench_sweep: `runner.train {' '.join(args)}` failed ({out.returncode}):\n"
+                         f"{out.stderr[-3000:]}")
     return wall
 
 
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
     args, overrides = parser.parse_known_args(argv)
     overrides = overrides or DEFAULT_OVERRIDES
     cfg, choices = compose(overrides)
-    batch = cfg.agent.batch_size
+    batch = iteration_env_steps(cfg)
     overrides = [*overrides, f"total_env_steps={batch * args.iterations}", "logger.wandb.mode=disabled",
                  "resume=false"]
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()

@@ -1,9 +1,9 @@
-"""On-policy collection: step the vector env with the agent's policy for a fixed number of steps."""
+"""Collection: step the vector env with the agent's policy (and an exploration method's behaviour
+actions) for a fixed number of steps, episodes running on across calls."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import logging
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -22,8 +22,10 @@ class EpisodeStats:
     task_metrics: list = field(default_factory=list)
 
 
-class OnPolicyCollector:
-    """Keeps the vector env's episodes running across iterations (no reset between batches)."""
+class Collector:
+    """Keeps the vector env's episodes running across iterations (no reset between batches). Before each
+    step, `agent.episode_start(mask)` is told which envs begin an episode (per-episode latents, skills);
+    after it, the agent's info (log_prob, logits, ...) is kept per step in the rollout."""
 
     def __init__(self, vec_env, num_steps: int):
         self.env, self.num_steps, self.num_envs = vec_env, num_steps, vec_env.num_envs
@@ -43,23 +45,34 @@ class OnPolicyCollector:
     def collect(self, agent, exploration) -> tuple[Rollout, EpisodeStats]:
         T, N = self.num_steps, self.num_envs
         obs_buf = np.empty((T, N, *self.obs.shape[1:]), self.obs.dtype)
-        act_buf = None
+        act_buf = logp_buf = None
+        info_buf: dict = {}
         rew_buf = np.empty((T, N))
         term_buf = np.empty((T, N), bool)
         trunc_buf = np.empty((T, N), bool)
         step_buf = np.empty((T, N), np.int64)
         final_index, final_obs = [], []
         stats = EpisodeStats()
-        perturb = exploration.perturb_action if exploration.perturbs_actions else None
+        behaviour = exploration.behaviour_action if exploration.changes_actions else None
         obs = self.obs
         for t in range(T):
+            starting = self.episode_step == 0
+            if starting.any():
+                agent.episode_start(starting)
             actions, info = agent.act(obs)
-            if perturb is not None:
-                actions = perturb(obs, actions, episode_step=self.episode_step, agent_info=info)
+            log_prob = info.get("log_prob")
+            if behaviour is not None:
+                actions, log_prob = behaviour(obs, actions, episode_step=self.episode_step, agent_info=info)
             if act_buf is None:
                 act_buf = np.empty((T, *actions.shape), actions.dtype)
+                info_buf = {k: np.empty((T, *np.shape(v)), np.asarray(v).dtype) for k, v in info.items()}
+                logp_buf = None if log_prob is None else np.empty((T, N))
             obs_buf[t] = obs
             act_buf[t] = actions
+            for k, v in info.items():
+                info_buf[k][t] = v
+            if logp_buf is not None:
+                logp_buf[t] = log_prob
             step_buf[t] = self.episode_step
             obs, reward, terminated, truncated, info = self.env.step(actions)
             rew_buf[t], term_buf[t], trunc_buf[t] = reward, terminated, truncated
@@ -81,7 +94,8 @@ class OnPolicyCollector:
             obs=obs_buf, actions=act_buf, rewards_ext=rew_buf, terminated=term_buf,
             truncated=trunc_buf, episode_step=step_buf, last_obs=self.obs,
             final_index=np.asarray(final_index, np.int64).reshape(-1, 2),
-            final_obs=np.asarray(final_obs, obs_buf.dtype).reshape(-1, *obs_buf.shape[2:]))
+            final_obs=np.asarray(final_obs, obs_buf.dtype).reshape(-1, *obs_buf.shape[2:]),
+            agent_info=info_buf, behaviour_log_prob=logp_buf)
         return rollout, stats
 
     @staticmethod

@@ -54,7 +54,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runner.status import find_runs, read_progress, read_run_config, run_status
+from runner.run_dir import find_runs, read_progress, read_run_config, run_status
 
 METRICS = ("task_metric_mean", "return_ext_mean")
 # Keys that do not change what is learned (never a reason to tell two methods apart).
@@ -70,7 +70,7 @@ class Run:
     flat: dict               # resolved config, flattened to dotted keys (lists as JSON text)
     choices: dict            # config group -> chosen option (empty where unknown)
     rows: list[dict]         # progress.csv rows as floats
-    status: object           # runner.status.RunStatus
+    status: object           # runner.run_dir.RunStatus
     seed: int = 0
     env: str = ""            # panel label
     method: str = ""         # line label
@@ -298,7 +298,8 @@ def rliable_tables(finals: list[FinalScore], reps: int, seed: int) -> tuple[list
     """Per environment: IQM (stratified bootstrap CI) of each method with >= 2 seeds, and the
     probability of improvement between every two such methods; notes for what was skipped."""
     try:
-        from rliable import library as rly, metrics
+        from rliable import library as rly
+        from rliable import metrics
     except Exception as err:  # arch 7 (rliable 1.2 needs arch < 8) fails at import under pandas >= 3
         raise RuntimeError(f"rliable cannot be imported ({type(err).__name__}: {err}); rliable 1.2 needs "
                            "arch < 8, which needs pandas < 3") from err

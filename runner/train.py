@@ -2,16 +2,17 @@
 
     python -m runner.train agent=trpo exploration=none env=half_cheetah seed=0 total_env_steps=100000
 
-One iteration (DESIGN.md): collect a rollout -> r_int = exploration.intrinsic_reward(rollout) ->
-r = r_ext + coef * normalise(r_int) -> agent.update -> exploration.update -> one progress.csv row ->
-a checkpoint every `checkpoint_every` iterations. Exit codes: 0 done (or already finished),
-1 a failure such as NaN, 2 an invalid configuration, 128 + signal number after SIGTERM/SIGINT.
+What every agent family shares lives here: validation, building, resume, signals, the checkpoint
+cadence, evaluation episodes and logging. The iteration itself is the family's loop
+(runner/loops/on_policy.py, off_policy.py, meta.py), picked by the agent's declared `family`.
+Each iteration writes one progress.csv row; a checkpoint every `checkpoint_every` iterations.
+Exit codes: 0 done (or already finished), 1 a failure such as NaN, 2 an invalid configuration,
+128 + signal number after SIGTERM/SIGINT.
 """
 from __future__ import annotations
 
-import json
-import os
 import logging
+import os
 import signal
 import sys
 import time
@@ -27,19 +28,31 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from algos.common.checks import ConfigError, NonFiniteError, check_finite
-from algos.common.nets import action_kind
+from algos.common.checks import ConfigError, NonFiniteError
+from algos.common.nets import action_kind, observation_kind
 from algos.exploration.base import IntrinsicRewardShaper
-from runner import checkpoint as ckpt
-from runner.collect import OnPolicyCollector
-from runner.config import config_differences, resolve_device, validate_run_config
+from runner import run_dir as rd
+from runner.config import (
+    agent_family,
+    config_differences,
+    iteration_env_steps,
+    refuse_renamed_keys,
+    resolve_device,
+    steps_per_collection,
+    validate_run_config,
+)
 from runner.envs import make_vector_env
+from runner.evaluate import EVAL_COLUMNS, Evaluator
+from runner.loops.meta import MetaLoop
+from runner.loops.off_policy import OffPolicyLoop
+from runner.loops.on_policy import OnPolicyLoop
 from runner.manifest import launch_record, write_manifest
-from runner.progress import ConsoleProgress, ProgressCSV, WandbMirror
-from runner.status import mark_running, marker_alive, read_marker
+from runner.progress import FIXED_COLUMNS, ConsoleProgress, ProgressCSV, WandbMirror
 
 log = logging.getLogger("explorebench")
 EXIT_FAILED, EXIT_CONFIG = 1, 2
+LOOPS = {"on_policy": OnPolicyLoop, "off_policy": OffPolicyLoop, "meta": MetaLoop}
+DEFAULT_EVAL_EVERY = {"on_policy": 0, "off_policy": 10, "meta": 0}  # eval_every: null
 
 
 class GracefulStop:
@@ -66,10 +79,6 @@ class GracefulStop:
             signal.signal(sig, handler)
 
 
-def observation_kind(space) -> str:
-    return "pixels" if len(space.shape) == 3 else "vector"
-
-
 def check_compatibility(agent, exploration, vec_env, choices: dict) -> None:
     """Refuse combinations that cannot work, naming the config options involved."""
     env_name, agent_name, expl_name = (choices.get(k, k) for k in ("env", "agent", "exploration"))
@@ -90,11 +99,13 @@ def check_compatibility(agent, exploration, vec_env, choices: dict) -> None:
 
 def derive_seeds(seed: int, num_envs: int) -> dict:
     """Independent streams for every consumer of randomness, all from the run's `seed`."""
-    env_ss, agent_ss, expl_ss, global_ss = np.random.SeedSequence(seed).spawn(4)
+    env_ss, agent_ss, expl_ss, global_ss, eval_ss, loop_ss = np.random.SeedSequence(seed).spawn(6)
     return {"envs": [int(s) for s in env_ss.generate_state(num_envs)],
             "agent": int(agent_ss.generate_state(1)[0]),
             "exploration": int(expl_ss.generate_state(1)[0]),
-            "global": int(global_ss.generate_state(1)[0])}
+            "global": int(global_ss.generate_state(1)[0]),
+            "evaluation": int(eval_ss.generate_state(1)[0]),
+            "loop": int(loop_ss.generate_state(1)[0])}
 
 
 def build(config, **kwargs):
@@ -115,10 +126,6 @@ def build_exploration(expl_cfg: DictConfig, observation_space, action_space, see
     return method, shaper
 
 
-def _mean(xs) -> float:
-    return float(np.mean(xs)) if len(xs) else float("nan")
-
-
 def train(cfg: DictConfig, run_dir: Path, choices: dict, show_progress: bool | None = None) -> int:
     """Run (or resume) one training run in `run_dir`; returns the process exit code.
 
@@ -127,62 +134,66 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict, show_progress: bool | N
     is gone)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    other = read_marker(run_dir)
-    if other is not None and other["pid"] != os.getpid() and marker_alive(other):
+    other = rd.read_marker(run_dir)
+    if other is not None and other["pid"] != os.getpid() and rd.marker_alive(other):
         print(f"explorebench: {run_dir} is in use by process {other['pid']} on {other['hostname']}; "
               "wait for it to finish or stop it first", file=sys.stderr)
         return EXIT_CONFIG
-    (run_dir / "error.txt").unlink(missing_ok=True)
-    marker = mark_running(run_dir)
+    rd.clear_error(run_dir)
+    rd.mark_running(run_dir)
     try:
         return _train(cfg, run_dir, choices, show_progress)
     except ConfigError as err:
         message = f"invalid configuration: {err}"
-        (run_dir / "error.txt").write_text(message + "\n")
+        rd.write_error(run_dir, message)
         print(f"explorebench: {message}", file=sys.stderr)
         return EXIT_CONFIG
     except NonFiniteError as err:
-        (run_dir / "error.txt").write_text(f"{err}\n")
+        rd.write_error(run_dir, str(err))
         log.error("%s", err)
         print(f"explorebench: run stopped: {err} (the last checkpoint is intact)", file=sys.stderr)
         return EXIT_FAILED
     except Exception:
-        (run_dir / "error.txt").write_text(traceback.format_exc())
+        rd.write_error(run_dir, traceback.format_exc())
         raise
     finally:
-        marker.unlink(missing_ok=True)
+        rd.clear_marker(run_dir)
 
 
 def _train(cfg: DictConfig, run_dir: Path, choices: dict, show_progress: bool | None) -> int:
     # -- validate and build (no training work yet) ----------------------------------------------
     validate_run_config(cfg)
+    family = agent_family(cfg.agent)
     torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
-    agent_cfg = cfg.agent
-    num_envs, batch_size = agent_cfg.num_envs, agent_cfg.batch_size
-    n_iterations = cfg.total_env_steps // batch_size
+    per_iteration = iteration_env_steps(cfg)
+    n_iterations = cfg.total_env_steps // per_iteration
+    num_envs = cfg.agent.num_envs
     seeds = derive_seeds(cfg.seed, num_envs)
     torch.manual_seed(seeds["global"])
     np.random.seed(seeds["global"] % 2**32)
 
     vec_env = make_vector_env(cfg.env, num_envs)
     obs_space, act_space = vec_env.single_observation_space, vec_env.single_action_space
-    agent = build(agent_cfg, observation_space=obs_space, action_space=act_space,
+    agent = build(cfg.agent, observation_space=obs_space, action_space=act_space,
                   device=device, seed=seeds["agent"], num_iterations=n_iterations)
     exploration, shaper = build_exploration(cfg.exploration, obs_space, act_space,
                                             seeds["exploration"], device)
     check_compatibility(agent, exploration, vec_env, choices)
-    collector = OnPolicyCollector(vec_env, batch_size // num_envs)
-    config = OmegaConf.to_container(cfg, resolve=True)
     component = {k: f"{k} ({choices.get(k, '?')})" for k in ("agent", "exploration")}
+    loop = LOOPS[family](vec_env, agent, exploration, shaper, steps_per_env=steps_per_collection(cfg),
+                         env_seeds=seeds["envs"], components=component, task_seed=seeds["loop"])
+    eval_every = DEFAULT_EVAL_EVERY[family] if cfg.eval_every is None else cfg.eval_every
+    evaluator = Evaluator(cfg.env, cfg.eval_episodes, seeds["evaluation"])
+    config = OmegaConf.to_container(cfg, resolve=True)
 
     # -- resume or start --------------------------------------------------------------------------
-    state = ckpt.load_checkpoint(run_dir) if cfg.resume else None
-    hydra_files = _hydra_files(run_dir)
+    state = rd.load_checkpoint(run_dir) if cfg.resume else None
+    hydra_files = rd.hydra_files(run_dir)
     if state is not None:
         differences = config_differences(state["config"], config)
         if differences:
-            _restore_hydra_files(run_dir, state.get("hydra_files", {}))
+            rd.restore_hydra_files(run_dir, state.get("hydra_files", {}))
             raise ConfigError(
                 f"run directory {run_dir} holds a run with a different configuration ("
                 + "; ".join(differences) + "); use another hydra.run.dir, or resume=false to start over")
@@ -192,30 +203,30 @@ def _train(cfg: DictConfig, run_dir: Path, choices: dict, show_progress: bool | 
         agent.load_state_dict(state["agent"])
         exploration.load_state_dict(state["exploration"])
         shaper.load_state_dict(state["shaper"])
-        collector.load_state_dict(state["collector"])
-        ckpt.set_global_rng_state(state["rng"])
+        loop.load_state_dict(state["loop"])
+        evaluator.load_state_dict(state["evaluator"])
+        rd.set_global_rng_state(state["rng"])
         start, wall_offset, hydra_files = state["iteration"], state["wall_s"], state["hydra_files"]
         log.info("resuming %s from iteration %d", run_dir, start)
     else:
-        collector.reset(seeds["envs"])
+        loop.start()
         start, wall_offset = 0, 0.0
     progress = ProgressCSV(run_dir / "progress.csv")
     progress.resume(start) if state is not None else progress.start_fresh()
     write_manifest(run_dir, launch_record(cfg.seed, device), resumed=state is not None)
     group = "/".join([cfg.experiment_name, *(choices.get(k, "?") for k in ("env", "agent", "exploration"))])
     wandb = WandbMirror(cfg.logger.wandb, run_dir, config, group, state and state.get("wandb_id"))
-    console = ConsoleProgress(n_iterations * batch_size, start * batch_size, show_progress)
+    console = ConsoleProgress(n_iterations * per_iteration, start * per_iteration, show_progress)
 
     def save(iteration: int, wall_s: float) -> None:
-        ckpt.save_checkpoint(run_dir, {
-            "iteration": iteration, "env_steps": iteration * batch_size, "wall_s": wall_s,
+        rd.save_checkpoint(run_dir, {
+            "iteration": iteration, "env_steps": iteration * per_iteration, "wall_s": wall_s,
             "config": config, "choices": choices, "hydra_files": hydra_files,
             "agent": agent.state_dict(), "exploration": exploration.state_dict(),
-            "shaper": shaper.state_dict(), "collector": collector.state_dict(),
-            "rng": ckpt.global_rng_state(), "wandb_id": wandb.run_id})
-        meta = {"iteration": iteration, "env_steps": iteration * batch_size,
-                "total_iterations": n_iterations, "finished": iteration >= n_iterations}
-        (run_dir / "checkpoints" / "last.json").write_text(json.dumps(meta))
+            "shaper": shaper.state_dict(), "loop": loop.state_dict(), "evaluator": evaluator.state_dict(),
+            "rng": rd.global_rng_state(), "wandb_id": wandb.run_id},
+            {"iteration": iteration, "env_steps": iteration * per_iteration,
+             "total_iterations": n_iterations, "finished": iteration >= n_iterations})
 
     # -- train ------------------------------------------------------------------------------------
     launch_time = time.perf_counter()
@@ -224,58 +235,32 @@ def _train(cfg: DictConfig, run_dir: Path, choices: dict, show_progress: bool | 
         with GracefulStop() as stop:
             for iteration in range(start + 1, n_iterations + 1):
                 t0 = time.perf_counter()
-                rollout, episodes = collector.collect(agent, exploration)
+                metrics = loop.iteration()
                 t1 = time.perf_counter()
-                r_int = exploration.intrinsic_reward(rollout)
-                check_finite(component["exploration"], intrinsic_reward=r_int)
-                bonus = shaper(r_int)
-                rollout.rewards = rollout.rewards_ext + bonus
-                t2 = time.perf_counter()
-                agent_metrics = agent.update(rollout)
-                t3 = time.perf_counter()
-                explore_metrics = exploration.update(rollout)
-                t4 = time.perf_counter()
-                wall_s = wall_offset + (t4 - launch_time)
-                row = {
-                    "iteration": iteration, "env_steps": iteration * batch_size, "wall_s": wall_s,
-                    "sps": batch_size / (t4 - t0),
-                    "return_ext_mean": _mean(episodes.returns),
-                    "return_ext_std": float(np.std(episodes.returns)) if episodes.returns else float("nan"),
-                    "task_metric_mean": _mean(episodes.task_metrics),
-                    "episode_len_mean": _mean(episodes.lengths), "episodes": len(episodes.returns),
-                    "bonus_raw_mean": float(np.mean(r_int)), "bonus_scaled_mean": float(np.mean(bonus)),
-                    "time_collect_s": t1 - t0, "time_bonus_s": t2 - t1,
-                    "time_explore_update_s": t4 - t3, "time_agent_update_s": t3 - t2,
-                    **agent_metrics, **{f"expl_{k}": v for k, v in explore_metrics.items()},
-                }
+                evaluation = dict.fromkeys(EVAL_COLUMNS, float("nan"))
+                if eval_every and iteration % eval_every == 0:
+                    evaluation = evaluator.evaluate(agent)
+                row = {"iteration": iteration, "env_steps": iteration * per_iteration,
+                       "wall_s": wall_offset + (t1 - launch_time), "sps": per_iteration / (t1 - t0),
+                       **{k: metrics.pop(k) for k in FIXED_COLUMNS[4:]}, **evaluation, **metrics}
                 progress.write(row)
                 wandb.log(row)
                 console.update(row)
                 if iteration % cfg.checkpoint_every == 0 or iteration == n_iterations or stop.signum:
-                    save(iteration, wall_s)
+                    save(iteration, row["wall_s"])
                 if stop.signum:
                     log.warning("stopped by signal after iteration %d; relaunch the same command to resume", iteration)
                     exit_code = 128 + stop.signum
                     return exit_code
         exit_code = 0
-        log.info("finished %d iterations (%d env steps) in %s", n_iterations, n_iterations * batch_size, run_dir)
+        log.info("finished %d iterations (%d env steps) in %s", n_iterations, n_iterations * per_iteration, run_dir)
         return 0
     finally:
         console.close()
         progress.close()
         wandb.close(exit_code)
+        evaluator.close()
         vec_env.close()
-
-
-def _hydra_files(run_dir: Path) -> dict:
-    hydra_dir = run_dir / ".hydra"
-    return {p.name: p.read_text() for p in hydra_dir.glob("*.yaml")} if hydra_dir.exists() else {}
-
-
-def _restore_hydra_files(run_dir: Path, files: dict) -> None:
-    """Hydra rewrites .hydra/ at every launch; put back the files of the run the directory holds."""
-    for name, text in files.items():
-        (run_dir / ".hydra" / name).write_text(text)
 
 
 class JobFailed(RuntimeError):
@@ -299,11 +284,15 @@ def main(cfg: DictConfig) -> None:
         return
     if hydra_cfg.mode != RunMode.MULTIRUN or code > 128:
         sys.exit(code)
-    error = run_dir / "error.txt"
-    reason = error.read_text().strip().splitlines()[0] if error.exists() else f"exit code {code}"
+    reason = rd.read_error(run_dir) or f"exit code {code}"
     log.error("sweep job %s failed (exit code %d): %s", hydra_cfg.job.num, code, reason)
     raise JobFailed(f"{run_dir}: {reason}")
 
 
 if __name__ == "__main__":
+    try:
+        refuse_renamed_keys(sys.argv[1:])
+    except ConfigError as err:
+        print(f"explorebench: invalid configuration: {err}", file=sys.stderr)
+        sys.exit(EXIT_CONFIG)
     main()

@@ -85,6 +85,46 @@ def learning_columns(rows: list[dict]) -> list[dict]:
     return [{k: v for k, v in row.items() if k not in TIMING_COLUMNS} for row in rows]
 
 
+def wait_for_rows(path: Path, n: int, proc, timeout: float = 120) -> int:
+    """Wait until `path` (a progress.csv being written by `proc`) holds n rows; returns the count."""
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if path.exists():
+            rows = path.read_text().count("\n") - 1
+            if rows >= n:
+                return rows
+        assert proc.poll() is None, "the run ended before it could be interrupted"
+        time.sleep(0.005)
+    raise TimeoutError
+
+
+def kill_after_third_checkpoint_then_resume(tmp_path, env, args: list[str], total_rows: int) -> None:
+    """Run `args` (with checkpoint_every=2) uninterrupted; run it again, kill -9 it once iteration 6 has
+    been checkpointed, relaunch it: the resumed progress.csv must equal the uninterrupted one."""
+    import json
+    import subprocess
+
+    reference = subprocess.run(train_command(tmp_path / "ref", *args), env=env, capture_output=True, text=True)
+    assert reference.returncode == 0, reference.stderr
+    proc = subprocess.Popen(train_command(tmp_path / "run", *args), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rows = wait_for_rows(tmp_path / "run" / "progress.csv", 7, proc)  # iteration 6 checkpointed
+    proc.kill()
+    proc.wait()
+    assert rows < total_rows
+    assert json.loads((tmp_path / "run" / "checkpoints" / "last.json").read_text())["iteration"] >= 6
+    resumed = subprocess.run(train_command(tmp_path / "run", *args), env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    ref_rows, run_rows = read_progress(tmp_path / "ref"), read_progress(tmp_path / "run")
+    assert len(ref_rows) == total_rows
+    assert [int(r["iteration"]) for r in run_rows] == list(range(1, len(ref_rows) + 1))
+    assert learning_columns(run_rows) == learning_columns(ref_rows)
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert len(manifest["resumes"]) == 1
+
+
 @pytest.fixture(autouse=True)
 def one_torch_thread():
     """Tests run like the runner (threads=1): a second OpenMP thread only contends on a shared

@@ -7,7 +7,8 @@ Measured at this budget (seeds 0-9): simhash 10/10, none 0/10, ae_simhash 9/10 (
 exactly the threshold, so its case is marked slow rather than run by default).
 
 The novelty models (VIME, EX2; EMI's canary is in tests/test_emi.py) learn their model while the
-policy moves, so they get a longer budget: 30 iterations of 1000 steps (4 envs), ~4 s per run.
+policy moves, so they get a longer budget: 30 iterations of 1000 steps (4 envs), ~4 s per run, and
+10 seeds (their outcomes hang on the last bits of the models' training).
 """
 import gymnasium as gym
 import numpy as np
@@ -17,6 +18,7 @@ from envs.chain import random_walk_success
 from tests.conftest import read_progress, train_in_process
 
 SEEDS = range(5)
+NOVELTY_SEEDS = range(10)  # the novelty models' canaries (VIME, EX2): see their comments below
 # Tiny TRPO batches: 30 iterations of 500 steps (5 envs), ~2 s per run on one core.
 BUDGET = ["agent=trpo", "env=chain", "agent.batch_size=500", "agent.num_envs=5", "total_env_steps=15000",
           "checkpoint_every=1000"]
@@ -34,19 +36,24 @@ NOVELTY_BUDGET = ["agent=trpo", "env=chain", "agent.batch_size=1000", "agent.num
 # so the reference's 1e-8 turns them into targets of 1e8 that swamp the model; std_epsilon = 1 keeps
 # one-hot inputs on their scale. coef 0.003 with the paper's median-ratio normalisation: at 0.01 the
 # policy reaches the goal and then leaves it again for rarer transitions (solved 3/10), at 0.001 it
-# finds it less often (6/10). Measured, seeds 0-9: solved 9/10 (5/5 on seeds 0-4); none 0/10.
+# finds it less often (6/10). Measured, seeds 0-9: solved 9/10 (4/5 on seeds 0-4, with the bonus's hashed
+# noise; 5/5 with the earlier generator draws); none 0/10. Like EX2's, asserted over NOVELTY_SEEDS at the
+# former rate (>= 8 of 10, as >= 4 of 5 was), so that one seed's luck does not decide it.
 VIME_CANARY = ["exploration=vime", "exploration.coef=0.003", "exploration.std_epsilon=1.0",
                "exploration.n_updates_per_sample=200", "exploration.learning_rate=1e-3"]
 # EX2: the discriminator trains from the second iteration (min_replay_size = one batch), faster (lr
 # 3e-3, 1000 then 200 steps per iteration), with the 2D maze's kl_weight 0.01 and on states only
 # (use_actions false, as the paper's SwimmerGather runs): with actions, every deterministic step's
-# untaken action becomes novel and pays the policy to dither. Measured, seeds 0-9: the goal is
-# reached in 8/10 seeds (4/5 on seeds 0-4), none 0/10. Reaching it is what this canary asserts for
-# EX2: at this coefficient only 3/10 seeds go on to exploit it (its bonus, -log p minus the batch
-# median, keeps paying for the states the converged policy stops visiting), and lower coefficients
-# find it less often (coef 0.01-0.02: 4-6/10 found, all of those solved). Tried and worse: lr 1e-2
-# with 100 steps, kl_weight 0.1, 500 steps per iteration with actions.
-EX2_CANARY = ["exploration=ex2", "exploration.coef=0.03", "exploration.use_actions=false",
+# untaken action becomes novel and pays the policy to dither. Reaching the goal is what this canary
+# asserts for EX2 (its bonus, -log p minus the batch median, keeps paying for the states a converged
+# policy stops visiting, so not every seed goes on to exploit it). Which seeds find it depends on the
+# last bits of the discriminator's training, i.e. on the CPU's float kernels: coef 0.03 found it in
+# 8/10 seeds on an earlier machine but 4/10 on an AVX-512 Xeon (model 207), where coef 0.02 finds it
+# in 7/10 (solves 6/10; 3/5 on seeds 0-4 alone), and so does a 40-iteration budget; none 0/10. Hence
+# 10 seeds (NOVELTY_SEEDS) and the same 60% threshold as before (>= 6 of 10). Tried and worse here:
+# coef 0.05 (4/10), 400 discriminator steps per iteration (6/10, none solved); before: lr 1e-2 with
+# 100 steps, kl_weight 0.1, 500 steps per iteration with actions.
+EX2_CANARY = ["exploration=ex2", "exploration.coef=0.02", "exploration.use_actions=false",
               "exploration.kl_weight=0.01", "exploration.learning_rate=3e-3", "exploration.min_replay_size=1000",
               "exploration.first_train_itrs=1000", "exploration.train_itrs=200"]
 
@@ -63,10 +70,10 @@ def solved(run_dir) -> bool:
     return goal_rates(run_dir)[-1] >= 0.5
 
 
-def run_seeds(root, name: str, overrides: list[str], budget=BUDGET) -> list:
+def run_seeds(root, name: str, overrides: list[str], budget=BUDGET, seeds=SEEDS) -> list:
     """Run directories of the canary's seeds."""
     dirs = []
-    for seed in SEEDS:
+    for seed in seeds:
         run_dir = root / f"{name}-{seed}"
         assert train_in_process(run_dir, *budget, *overrides, f"seed={seed}") == 0
         dirs.append(run_dir)
@@ -84,7 +91,8 @@ def found_seeds(run_dirs) -> int:
 
 @pytest.fixture(scope="module")
 def plain_trpo_on_novelty_budget(tmp_path_factory) -> list:
-    return run_seeds(tmp_path_factory.mktemp("none"), "none", ["exploration=none"], NOVELTY_BUDGET)
+    """Plain TRPO's runs of NOVELTY_SEEDS."""
+    return run_seeds(tmp_path_factory.mktemp("none"), "none", ["exploration=none"], NOVELTY_BUDGET, NOVELTY_SEEDS)
 
 
 def test_chain_env_rewards_ends_and_reports_success():
@@ -129,15 +137,15 @@ def test_canary_exploration_solves_the_chain_and_plain_trpo_does_not(tmp_path, m
 
 
 def test_canary_vime_solves_the_chain_and_plain_trpo_does_not(tmp_path, plain_trpo_on_novelty_budget):
-    with_vime = sum(solved(d) for d in run_seeds(tmp_path, "vime", VIME_CANARY, NOVELTY_BUDGET))
+    with_vime = sum(solved(d) for d in run_seeds(tmp_path, "vime", VIME_CANARY, NOVELTY_BUDGET, NOVELTY_SEEDS))
     without = sum(solved(d) for d in plain_trpo_on_novelty_budget)
-    assert with_vime >= 4, f"exploration=vime solved only {with_vime}/5 seeds"
-    assert without <= 1, f"exploration=none solved {without}/5 seeds: the canary is too easy"
+    assert with_vime >= 8, f"exploration=vime solved only {with_vime}/10 seeds"
+    assert without <= 1, f"exploration=none solved {without}/10 seeds: the canary is too easy"
 
 
 def test_canary_ex2_finds_the_goal_and_plain_trpo_does_not(tmp_path, plain_trpo_on_novelty_budget):
-    ex2_runs = run_seeds(tmp_path, "ex2", EX2_CANARY, NOVELTY_BUDGET)
-    assert found_seeds(ex2_runs) >= 3, f"exploration=ex2 reached the goal in {found_seeds(ex2_runs)}/5 seeds"
+    ex2_runs = run_seeds(tmp_path, "ex2", EX2_CANARY, NOVELTY_BUDGET, NOVELTY_SEEDS)
+    assert found_seeds(ex2_runs) >= 6, f"exploration=ex2 reached the goal in {found_seeds(ex2_runs)}/10 seeds"
     assert found_seeds(plain_trpo_on_novelty_budget) <= 1, "exploration=none reached the goal: too easy"
     ex2_goals = sum(sum(goal_rates(d)) for d in ex2_runs)
     none_goals = sum(sum(goal_rates(d)) for d in plain_trpo_on_novelty_budget)

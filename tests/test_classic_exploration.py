@@ -1,38 +1,56 @@
 """The classic strategies (algos/exploration/classic.py): each one's statistics against its
-definition, schedules, OU resets, UCB against hand-computed values, checkpoint round trips, refusal
-of impossible combinations, and short TRPO runs through the runner."""
+definition, the behaviour log-probabilities against brute force, schedules, OU resets, UCB against
+hand-computed values, checkpoint round trips, refusal of impossible combinations, and short TRPO runs
+through the runner."""
 import math
 
 import gymnasium as gym
 import numpy as np
 import pytest
+from scipy import stats
+from scipy.special import log_softmax, softmax
 
 from algos.common.checks import ConfigError
-from algos.common.rollout import Rollout
-from algos.exploration.classic import (Boltzmann, EpsilonGreedy, GaussianNoise, MissingActionPreferences,
-                                       OrnsteinUhlenbeckNoise, UCBCountBonus)
+from algos.common.rollout import Rollout, Transitions
+from algos.exploration.classic import (
+    Boltzmann,
+    EpsilonGreedy,
+    GaussianNoise,
+    MissingActionPreferences,
+    OrnsteinUhlenbeckNoise,
+    UCBCountBonus,
+)
 from tests.conftest import TINY, learning_columns, read_progress, through_checkpoint, train_in_process
+from tests.helpers import iterate
 
 OBS = gym.spaces.Box(-np.inf, np.inf, (3,), np.float32)
 DISCRETE = gym.spaces.Discrete(4)
 CONTINUOUS = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
 
 
-def rollout_of(obs, actions, episode_end=None):
-    """A rollout with obs [T, N, D] and actions [T, N]; episode ends where episode_end [T, N] is True."""
+def rollout_of(obs, actions, episode_end=None) -> Transitions:
+    """The transitions of a rollout with obs [T, N, D] and actions [T, N]; episode ends where
+    episode_end [T, N] is True (rows time-major, t * N + n)."""
     T, N = actions.shape[:2]
     ended = np.zeros((T, N), bool) if episode_end is None else episode_end
     return Rollout(obs=np.asarray(obs, np.float32), actions=actions, rewards_ext=np.zeros((T, N)),
                    terminated=ended, truncated=np.zeros((T, N), bool), episode_step=np.zeros((T, N), np.int64),
                    last_obs=np.asarray(obs[-1], np.float32), final_index=np.zeros((0, 2), np.int64),
-                   final_obs=np.zeros((0, *np.shape(obs)[2:]), np.float32))
+                   final_obs=np.zeros((0, *np.shape(obs)[2:]), np.float32)).transitions()
+
+
+def executed(method, obs, actions, **kwargs):
+    """The executed actions of one behaviour_action call (its log-probability checked for shape)."""
+    out, log_prob = method.behaviour_action(obs, actions, **kwargs)
+    assert log_prob.shape == (len(np.asarray(actions)),) and log_prob.dtype == np.float64
+    return out
 
 
 # -- epsilon-greedy -------------------------------------------------------------------------------
 def test_egreedy_replaces_actions_at_rate_epsilon_with_uniform_actions():
     method = EpsilonGreedy(OBS, DISCRETE, seed=1, epsilon_start=0.3, epsilon_end=0.3, decay_steps=0)
     agent_actions = np.full(2000, 2, np.int64)
-    out = np.stack([method.perturb_action(None, agent_actions) for _ in range(50)])  # 100k decisions
+    out = np.stack([executed(method, None, agent_actions) for _ in range(50)])  # 100k decisions
     assert out.dtype == np.int64 and out.shape == (50, 2000)
     metrics = method.update(None)
     assert abs(metrics["random_fraction"] - 0.3) < 0.01 and metrics["epsilon"] == 0.3
@@ -48,7 +66,7 @@ def test_egreedy_follows_its_linear_schedule():
     agent_actions = np.zeros(1000, np.int64)
     rates = []
     for call in range(60):  # 60k env steps: 40 calls of decay, then constant
-        rates.append((method.perturb_action(None, agent_actions) != 0).mean())
+        rates.append((executed(method, None, agent_actions) != 0).mean())
     expected_eps = [1.0 - 0.8 * min(1.0, 1000 * c / 40_000) for c in range(60)]
     np.testing.assert_allclose(rates, np.array(expected_eps) * 0.75, atol=0.05)  # binomial sd <= 0.016
     assert method.epsilon == pytest.approx(0.2)
@@ -63,7 +81,7 @@ def test_boltzmann_frequencies_match_the_softmax_of_preferences_over_temperature
     method = Boltzmann(OBS, DISCRETE, seed=3, temperature_start=2.0, temperature_end=2.0)
     prefs = np.array([[1.0, 2.0, 0.5, -1.0], [0.0, 0.0, 3.0, 0.0]])
     prefs = np.repeat(prefs, 5000, 0)  # two kinds of env, 5000 of each
-    out = np.stack([method.perturb_action(None, np.zeros(10000, np.int64), agent_info={key: prefs})
+    out = np.stack([executed(method, None, np.zeros(10000, np.int64), agent_info={key: prefs})
                     for _ in range(10)])
     for kind in range(2):
         z = prefs[kind * 5000] / 2.0
@@ -75,27 +93,27 @@ def test_boltzmann_frequencies_match_the_softmax_of_preferences_over_temperature
 def test_boltzmann_temperature_schedule_and_missing_preferences():
     method = Boltzmann(OBS, DISCRETE, seed=4, temperature_start=10.0, temperature_end=0.5, decay_steps=1000)
     prefs = np.tile([0.0, 1.0, 2.0, 3.0], (500, 1))
-    hot = method.perturb_action(None, np.zeros(500, np.int64), agent_info={"logits": prefs})
+    hot = executed(method, None, np.zeros(500, np.int64), agent_info={"logits": prefs})
     assert method.temperature == pytest.approx(10.0 - 9.5 * 0.5)
-    method.perturb_action(None, np.zeros(500, np.int64), agent_info={"logits": prefs})
-    cold = np.concatenate([method.perturb_action(None, np.zeros(500, np.int64), agent_info={"logits": prefs})
+    executed(method, None, np.zeros(500, np.int64), agent_info={"logits": prefs})
+    cold = np.concatenate([executed(method, None, np.zeros(500, np.int64), agent_info={"logits": prefs})
                            for _ in range(4)])
     assert method.temperature == 0.5 and method.update(None) == {"temperature": 0.5}
     assert (hot == 3).mean() < 0.4 and (cold == 3).mean() > 0.8  # softmax(prefs / 0.5)[3] = 0.865
     with pytest.raises(MissingActionPreferences, match="agent_info"):
-        method.perturb_action(None, np.zeros(500, np.int64))
+        method.behaviour_action(None, np.zeros(500, np.int64))
 
 
 # -- Gaussian and Ornstein-Uhlenbeck noise -------------------------------------------------------
 def test_gaussian_noise_has_the_configured_std_and_stays_in_bounds():
     method = GaussianNoise(OBS, CONTINUOUS, seed=5, sigma=0.15)
     base = np.full((50000, 2), 0.2, np.float32)
-    out = method.perturb_action(None, base)
+    out = executed(method, None, base)
     assert out.dtype == np.float32 and out.shape == base.shape
     noise = out - 0.2
     assert abs(noise.std() - 0.15) < 0.003 and abs(noise.mean()) < 0.003
     assert abs(np.corrcoef(noise[:, 0], noise[:, 1])[0, 1]) < 0.02
-    edge = method.perturb_action(None, np.full((10000, 2), 0.95, np.float32))
+    edge = executed(method, None, np.full((10000, 2), 0.95, np.float32))
     assert edge.max() == 1.0 and edge.min() >= -1.0 and (edge == 1.0).mean() > 0.3
 
 
@@ -106,10 +124,10 @@ def test_ou_noise_has_the_analytic_stationary_variance_and_autocorrelation():
     steps = np.ones(n, np.int64)
     for _ in range(burn_in):
         method.noise(steps)
-    x0 = method.noise(steps)[:, 0]
+    x0 = method.noise(steps)[0][:, 0]  # (the noise, its conditional mean)
     for _ in range(lag - 1):
         method.noise(steps)
-    x_lag = method.noise(steps)[:, 0]
+    x_lag = method.noise(steps)[0][:, 0]
     exact = sigma**2 * dt / (1 - (1 - theta * dt) ** 2)
     assert method.stationary_variance() == pytest.approx(exact)
     assert exact == pytest.approx(sigma**2 / (2 * theta), rel=1e-3)
@@ -124,15 +142,171 @@ def test_ou_noise_restarts_at_episode_starts():
         method.noise(running)
     starts = running.copy()
     starts[:1000] = 0  # the first half begins new episodes
-    x = method.noise(starts)
+    previous = method.state.copy()
+    x, drift = method.noise(starts)
+    np.testing.assert_allclose(drift[1000:], previous[1000:] * (1 - 0.15))  # x + theta (mu - x) dt, mu = 0
+    assert np.all(drift[:1000] == 0.0)                                      # restarted at mu
     # one step from mu = 0: sigma sqrt(dt) N(0, 1); the others keep their stationary spread
     assert x[:1000].std() == pytest.approx(0.2, rel=0.08)
     assert x[1000:].std() == pytest.approx(math.sqrt(method.stationary_variance()), rel=0.08)  # 0.389
-    # perturb_action passes episode_step through, adds the noise and clips to [-1, 1]
+    # behaviour_action passes episode_step through, adds the noise and clips to [-1, 1]
     actions = np.zeros((2000, 2), np.float32)
-    out = method.perturb_action(None, actions, episode_step=starts)
+    out = executed(method, None, actions, episode_step=starts)
     assert out.dtype == np.float32 and np.abs(out).max() <= 1.0
     assert out[:1000].std() == pytest.approx(0.2, rel=0.08) and out[1000:].std() > 0.33
+
+
+# -- behaviour log-probabilities against brute force ---------------------------------------------
+def values_per_action(kinds, executed_actions, log_prob, num_actions):
+    """The log-probability of every (kind of env, executed action) pair, [kinds, A]: the rows of one
+    pair must all carry the same value, and every action must have been executed in every kind."""
+    table = np.full((kinds.max() + 1, num_actions), np.nan)
+    for k in range(len(table)):
+        for a in range(num_actions):
+            values = log_prob[(kinds == k) & (executed_actions == a)]
+            assert len(values) > 0, (k, a)
+            np.testing.assert_allclose(values, values[0], rtol=0, atol=1e-12)
+            table[k, a] = values[0]
+    return table
+
+
+def frequencies(kinds, executed_actions, num_actions):
+    return np.stack([np.bincount(executed_actions[kinds == k], minlength=num_actions) / np.sum(kinds == k)
+                     for k in range(kinds.max() + 1)])
+
+
+@pytest.mark.parametrize("with_logits", [True, False])
+def test_egreedy_log_prob_is_the_mixture_of_policy_and_uniform(with_logits):
+    """Agent actions drawn from softmax(logits) (or a greedy agent's fixed action), executed with
+    epsilon-greedy: the returned log-probability is log((1 - eps) pi(a) + eps / |A|) of the executed
+    action, a distribution over the |A| actions (sums to 1 per env), and the executed actions'
+    frequencies follow it."""
+    eps, A, rng = 0.3, 4, np.random.default_rng(20)
+    method = EpsilonGreedy(OBS, DISCRETE, seed=21, epsilon_start=eps, epsilon_end=eps, decay_steps=0)
+    logits = np.array([[2.0, 0.0, -1.0, 0.5], [0.0, 0.0, 0.0, 0.0], [-3.0, 4.0, 0.0, 1.0]])
+    kinds = np.repeat(np.arange(3), 20000)
+    if with_logits:
+        pi = softmax(logits, axis=1)
+        agent = np.array([rng.choice(A, p=pi[k]) for k in kinds])
+        info = {"logits": logits[kinds], "log_prob": np.log(pi[kinds, agent])}
+    else:  # greedy: a point mass on the agent's action
+        pi = np.eye(A)[[0, 3, 1]]
+        agent, info = np.array([0, 3, 1])[kinds], {}
+    out, log_prob = method.behaviour_action(None, agent, episode_step=np.ones(len(kinds), np.int64),
+                                            agent_info=info)
+    assert out.dtype == agent.dtype and log_prob.shape == (len(kinds),)
+    table = values_per_action(kinds, out, log_prob, A)
+    brute = np.log((1 - eps) * pi + eps / A)
+    np.testing.assert_allclose(table, brute, rtol=1e-12)
+    np.testing.assert_allclose(np.exp(table).sum(1), 1.0, rtol=1e-12)
+    np.testing.assert_allclose(frequencies(kinds, out, A), np.exp(table), atol=0.012)  # sd <= 0.0035
+
+
+def test_boltzmann_log_prob_is_the_log_softmax_at_the_current_temperature():
+    rng = np.random.default_rng(22)
+    method = Boltzmann(OBS, DISCRETE, seed=23, temperature_start=3.0, temperature_end=0.5, decay_steps=40000)
+    prefs = np.array([[1.0, 2.0, 0.5, -1.0], [0.0, 0.0, 3.0, 0.0], [-2.0, 1.0, 1.0, 0.0]])
+    kinds = np.repeat(np.arange(3), 10000)
+    for key in ("logits", "q_values"):
+        temperature = method.temperature                   # the schedule before this call's steps
+        out, log_prob = method.behaviour_action(None, rng.integers(0, 4, len(kinds)),
+                                                agent_info={key: prefs[kinds]})
+        table = values_per_action(kinds, out, log_prob, 4)
+        np.testing.assert_allclose(table, log_softmax(prefs / temperature, axis=1), rtol=1e-12)
+        np.testing.assert_allclose(np.exp(table).sum(1), 1.0, rtol=1e-12)
+        np.testing.assert_allclose(frequencies(kinds, out, 4), np.exp(table), atol=0.017)  # sd <= 0.005
+    assert temperature == pytest.approx(3.0 - 2.5 * 30000 / 40000)  # the second call's, mid-schedule
+    assert method.temperature == 0.5                                  # 60000 steps: the end of it
+
+
+def assert_log_density_matches_histogram(samples, log_prob, bins=4):
+    """exp(log_prob) against the Monte-Carlo density of 2-D samples: in each of bins x bins square
+    bins of 0.4 times the smaller coordinate's std around the samples' median, count / (n width^2) vs
+    the mean of exp(log_prob) over the bin (>= 3000 samples a bin: ~2% sampling error)."""
+    width = 0.4 * samples.std(0).min()
+    centre = np.median(samples, 0)
+    edges = centre[:, None] + width * (np.arange(bins + 1) - bins / 2)[None, :]
+    cell = np.stack([np.searchsorted(edges[d], samples[:, d]) - 1 for d in range(2)], 1)
+    inside = np.all((cell >= 0) & (cell < bins), 1)
+    for i in range(bins):
+        for j in range(bins):
+            members = inside & (cell[:, 0] == i) & (cell[:, 1] == j)
+            empirical = members.sum() / (len(samples) * width**2)
+            assert members.sum() > 3000
+            assert empirical == pytest.approx(np.exp(log_prob[members]).mean(), rel=0.08), (i, j)
+
+
+def unclipped(out):
+    """Rows whose executed action the clipping to [-1, 1] left alone (the density does not model it)."""
+    rows = np.all(np.abs(out) < 1.0, 1)
+    assert rows.mean() > 0.99
+    return rows
+
+
+def test_gaussian_noise_log_prob_is_the_density_of_the_policy_plus_noise():
+    """Agent actions a ~ N(mean, std^2), executed a + N(0, sigma^2): the log-density of the executed
+    action under N(mean, std^2 + sigma^2), summed over the action's coordinates (scipy), matching a
+    Monte-Carlo histogram of the executed actions; without "mean" the policy is a point mass."""
+    sigma, rng, n = 0.15, np.random.default_rng(24), 400_000
+    method = GaussianNoise(OBS, CONTINUOUS, seed=25, sigma=sigma)
+    mean, std = np.array([0.1, -0.2]), np.array([0.2, 0.1])
+    agent = (mean + std * rng.standard_normal((n, 2))).astype(np.float32)
+    info = {"mean": np.tile(mean, (n, 1)), "std": np.tile(std, (n, 1)), "log_prob": np.zeros(n)}
+    out, log_prob = method.behaviour_action(None, agent, agent_info=info)
+    ok = unclipped(out)
+    scale = np.sqrt(std**2 + sigma**2)
+    np.testing.assert_allclose(log_prob[ok], stats.norm.logpdf(out[ok], mean, scale).sum(1), rtol=1e-6)
+    assert_log_density_matches_histogram(out.astype(np.float64), log_prob)
+    # a deterministic actor: N(a, sigma^2) around its own action
+    agent = rng.uniform(-0.5, 0.5, (n, 2)).astype(np.float32)
+    out, log_prob = method.behaviour_action(None, agent, agent_info={})
+    ok = unclipped(out)
+    np.testing.assert_allclose(log_prob[ok], stats.norm.logpdf(out[ok], agent[ok].astype(np.float64), sigma).sum(1),
+                               rtol=1e-6)
+    z = (out[ok] - agent[ok].astype(np.float64)) / sigma
+    assert stats.kstest(z.ravel(), "norm").pvalue > 1e-3
+
+
+def test_ou_noise_log_prob_is_the_density_given_the_process_state():
+    """OU: the executed action is a + x_t, x_t ~ N(x_{t-1} + theta (mu - x_{t-1}) dt, sigma^2 dt) given
+    the previous state (mu at an episode's first step); the log-probability is the density of a + x_t
+    under N(mean + drift, std^2 + sigma^2 dt), with the drift computed here from the process's state
+    before the call, and the standardised executed actions are N(0, 1)."""
+    theta, sigma, dt, mu = 0.5, 0.2, 0.5, 0.05
+    rng, n = np.random.default_rng(26), 400_000
+    method = OrnsteinUhlenbeckNoise(OBS, CONTINUOUS, seed=27, theta=theta, sigma=sigma, dt=dt, mu=mu)
+    mean, std = np.array([0.1, -0.2]), np.array([0.2, 0.1])
+    info = {"mean": np.tile(mean, (n, 1)), "std": np.tile(std, (n, 1))}
+    noise_var = sigma**2 * dt
+    # the first step: every process starts at mu, so the executed actions are N(mean + mu, std^2 + s^2)
+    agent = (mean + std * rng.standard_normal((n, 2))).astype(np.float32)
+    out, log_prob = method.behaviour_action(None, agent, episode_step=np.zeros(n, np.int64), agent_info=info)
+    ok = unclipped(out)
+    np.testing.assert_allclose(log_prob[ok], stats.norm.logpdf(out[ok], mean + mu, np.sqrt(std**2 + noise_var)).sum(1),
+                               rtol=1e-6)
+    assert_log_density_matches_histogram(out.astype(np.float64), log_prob)
+    # later steps, half of the envs restarting: the drift from each env's previous state
+    for restart in (np.arange(n) % 2 == 0, np.zeros(n, bool)):
+        previous = np.where(restart[:, None], mu, method.state)
+        drift = previous + theta * (mu - previous) * dt
+        agent = (mean + std * rng.standard_normal((n, 2))).astype(np.float32)
+        out, log_prob = method.behaviour_action(None, agent, episode_step=np.where(restart, 0, 3),
+                                                agent_info=info)
+        ok = unclipped(out)
+        total_sd = np.sqrt(std**2 + noise_var)
+        np.testing.assert_allclose(log_prob[ok], stats.norm.logpdf(out[ok], mean + drift[ok], total_sd).sum(1),
+                                   rtol=1e-6)
+        z = (out[ok] - mean - drift[ok]) / total_sd
+        assert stats.kstest(z.ravel(), "norm").pvalue > 1e-3
+    # a deterministic actor: a point mass at its action, plus the process
+    previous = method.state.copy()
+    agent = rng.uniform(-0.3, 0.3, (n, 2)).astype(np.float32)
+    out, log_prob = method.behaviour_action(None, agent, episode_step=np.ones(n, np.int64), agent_info={})
+    ok = unclipped(out)
+    centre = (agent.astype(np.float64) + previous + theta * (mu - previous) * dt)[ok]
+    np.testing.assert_allclose(log_prob[ok], stats.norm.logpdf(out[ok], centre, math.sqrt(noise_var)).sum(1),
+                               rtol=1e-6)
+    assert stats.kstest(((out[ok] - centre) / math.sqrt(noise_var)).ravel(), "norm").pvalue > 1e-3
 
 
 # -- UCB counts ----------------------------------------------------------------------------------
@@ -141,19 +315,33 @@ def test_ucb_bonus_equals_hand_computed_values():
     method = UCBCountBonus(obs_space, gym.spaces.Discrete(2), alpha=2.0, cell_size=1.0)
     # batch 1 (T = 4, N = 1): cells 0, 0, 1, 0; actions 0, 1, 0, 0
     first = rollout_of(np.array([0.2, 0.7, 1.5, 0.1])[:, None, None], np.array([[0], [1], [0], [0]]))
+    np.testing.assert_array_equal(method.intrinsic_reward(first), np.zeros(4))  # nothing observed: counts 1
+    method.observe(first)
     # counts including the batch: N_0 = 3, N_1 = 1; n_(0,0) = 2, n_(0,1) = 1, n_(1,0) = 1
     expected = [2 * math.sqrt(2 * math.log(3) / 2), 2 * math.sqrt(2 * math.log(3) / 1), 0.0,
                 2 * math.sqrt(2 * math.log(3) / 2)]
-    np.testing.assert_allclose(method.intrinsic_reward(first)[:, 0], expected, rtol=1e-12)
-    np.testing.assert_allclose(method.intrinsic_reward(first)[:, 0], expected, rtol=1e-12)  # nothing stored
+    np.testing.assert_allclose(method.intrinsic_reward(first), expected, rtol=1e-12)
+    np.testing.assert_allclose(method.intrinsic_reward(first), expected, rtol=1e-12)  # nothing stored
     assert method.update(first) == {"distinct_states": 2, "distinct_pairs": 3}
     # batch 2: (cell 0, action 1), (cell 1, action 0): N_0 = 4, N_1 = 2, n_(0,1) = 2, n_(1,0) = 2
     second = rollout_of(np.array([0.3, 1.2])[:, None, None], np.array([[1], [0]]))
-    np.testing.assert_allclose(method.intrinsic_reward(second)[:, 0],
+    method.observe(second)
+    np.testing.assert_allclose(method.intrinsic_reward(second),
                                [2 * math.sqrt(2 * math.log(4) / 2), 2 * math.sqrt(2 * math.log(2) / 2)], rtol=1e-12)
-    # negative coordinates floor into their own cells: -0.5 is cell -1, not cell 0
+    # negative coordinates floor into their own cells: -0.5 is cell -1, not cell 0 (N_0 = 5, n_(0,0) = 3)
     third = rollout_of(np.array([-0.5, 0.5])[:, None, None], np.array([[0], [0]]))
-    np.testing.assert_allclose(method.intrinsic_reward(third)[:, 0], [0.0, 2 * math.sqrt(2 * math.log(4) / 3)])
+    method.observe(third)
+    np.testing.assert_allclose(method.intrinsic_reward(third), [0.0, 2 * math.sqrt(2 * math.log(5) / 3)], rtol=1e-12)
+    assert method.update(third) == {"distinct_states": 3, "distinct_pairs": 4}
+    # stored counts, at least 1: an untried action in a visited cell (N_1 = 2, n_(1,1) = 0), a new cell
+    probe = rollout_of(np.array([1.7, 7.0])[:, None, None], np.array([[1], [1]]))
+    np.testing.assert_allclose(method.intrinsic_reward(probe), [2 * math.sqrt(2 * math.log(2) / 1), 0.0], rtol=1e-12)
+    # no change of action: the behaviour is the policy's
+    assert not method.changes_actions
+    actions, log_prob = method.behaviour_action(None, np.array([1, 0]), episode_step=np.zeros(2, np.int64),
+                                                agent_info={"log_prob": np.array([-0.1, -2.0])})
+    np.testing.assert_array_equal(actions, [1, 0])
+    np.testing.assert_array_equal(log_prob, [-0.1, -2.0])
 
 
 def test_ucb_per_coordinate_cells_and_invalid_cell_size():
@@ -168,7 +356,8 @@ def test_ucb_per_coordinate_cells_and_invalid_cell_size():
 
 # -- checkpoint round trip for every method ------------------------------------------------------
 def drive(method, rng, calls):
-    """Feed `calls` batches (perturbing actions step by step where the method does): the outputs."""
+    """Feed `calls` batches (changing actions step by step where the method does): the outputs
+    (executed actions, their behaviour log-probabilities, r_int and the update's metrics)."""
     discrete = isinstance(method.action_space, gym.spaces.Discrete)
     outputs = []
     for _ in range(calls):
@@ -176,15 +365,17 @@ def drive(method, rng, calls):
         obs = rng.normal(0, 1, (T, N, 3))
         actions = rng.integers(0, 4, (T, N)) if discrete else rng.uniform(-1, 1, (T, N, 2)).astype(np.float32)
         ended = rng.random((T, N)) < 0.2
-        if method.perturbs_actions:
+        log_probs = np.zeros((T, N))
+        if method.changes_actions:
             step = np.zeros(N, np.int64)
             for t in range(T):
-                info = {"logits": rng.normal(0, 1, (N, 4))}
-                actions[t] = method.perturb_action(obs[t], actions[t], episode_step=step, agent_info=info)
+                info = ({"logits": rng.normal(0, 1, (N, 4))} if discrete else
+                        {"mean": rng.uniform(-0.5, 0.5, (N, 2)), "std": rng.uniform(0.1, 0.5, (N, 2))})
+                actions[t], log_probs[t] = method.behaviour_action(obs[t], actions[t], episode_step=step,
+                                                                   agent_info=info)
                 step = np.where(ended[t], 0, step + 1)
-        rollout = rollout_of(obs, actions, ended)
-        outputs += [actions.copy(), method.intrinsic_reward(rollout)]
-        outputs.append(method.update(rollout))
+        r_int, metrics = iterate(method, rollout_of(obs, actions, ended))
+        outputs += [actions.copy(), log_probs, r_int, metrics]
     return outputs
 
 
@@ -253,7 +444,7 @@ def test_trpo_cartpole_with_ucb(tmp_path):
 
 
 def test_trpo_cartpole_with_boltzmann(tmp_path):
-    """The categorical policy's logits reach perturb_action through agent.act's info."""
+    """The categorical policy's logits reach behaviour_action through agent.act's info."""
     rows = run_and_resume(tmp_path, "env=cartpole", "exploration=boltzmann", "exploration.temperature_start=2.0")
     assert all(float(r["expl_temperature"]) == 2.0 for r in rows)
 

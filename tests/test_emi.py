@@ -10,9 +10,16 @@ import torch
 from algos.common.checks import ConfigError
 from algos.common.nets import mlp
 from algos.common.rollout import Rollout
-from algos.exploration.emi import (EMI, gaussian_kl_to_standard, jsd_loss, jsd_mutual_information,
-                                   pool_self_similarity, rbf_similarity)
+from algos.exploration.emi import (
+    EMI,
+    gaussian_kl_to_standard,
+    jsd_loss,
+    jsd_mutual_information,
+    pool_self_similarity,
+    rbf_similarity,
+)
 from tests.conftest import TINY, learning_columns, read_progress, through_checkpoint, train_in_process
+from tests.helpers import iterate
 
 OBS4 = gym.spaces.Box(-np.inf, np.inf, (4,), np.float32)
 ACT2 = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
@@ -90,7 +97,8 @@ def test_jsd_bound_separates_dependent_from_independent_pairs():
     disc = mlp(4, (8,), 1)
     torch.nn.init.zeros_(disc[-1].weight), torch.nn.init.zeros_(disc[-1].bias)
     with torch.no_grad():  # T = 0 everywhere: the bound is exactly 0
-        assert float(jsd_mutual_information(disc, torch.randn(10, 4), torch.randn(10, 4))) == pytest.approx(0.0, abs=1e-7)
+        estimate = float(jsd_mutual_information(disc, torch.randn(10, 4), torch.randn(10, 4)))
+        assert estimate == pytest.approx(0.0, abs=1e-7)
 
 
 def test_similarities_match_brute_force_across_block_edges():
@@ -121,9 +129,18 @@ def test_diversity_and_residual_rewards_equal_brute_force(form):
     sim = lambda x: np.mean([math.exp(-np.sum((x - q) ** 2) / (2 * 0.3 ** 2)) for q in p])  # noqa: E731
     brute = np.array([-sim(p2[i]) + (sim(p[i]) if form == "relative" else 0.0) for i in range(len(p))])
     assert np.ptp(brute) > 1e-2  # the embeddings are spread enough for the test to mean something
-    np.testing.assert_allclose(div.intrinsic_reward(rollout).reshape(-1), brute, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(res.intrinsic_reward(rollout).reshape(-1), residual, rtol=1e-4, atol=1e-7)
-    assert div.intrinsic_reward(rollout).shape == (7, 3)
+    batch = rollout.transitions()
+    np.testing.assert_allclose(div.intrinsic_reward(batch), brute, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(res.intrinsic_reward(batch), residual, rtol=1e-4, atol=1e-7)
+    r = div.intrinsic_reward(batch)
+    assert r.shape == (21,) and batch.as_steps(r).shape == (7, 3)
+    # the successor encoding: each distinct state once (the 21 states, then the 6 final and the 3 last
+    # observations), s'_i at row successor[i] of that list, which is the true successor
+    data = div._data(batch)
+    assert len(data["extra"]) == 6 + 3
+    states = torch.cat([data["s"], data["extra"]])
+    torch.testing.assert_close(states[data["successor"]], data["s2"](), rtol=0, atol=0)
+    np.testing.assert_array_equal(data["s2"]().numpy(), s2)
 
 
 # -- the embedding on a linear system --------------------------------------------------------------
@@ -135,11 +152,11 @@ def test_residual_small_for_seen_dynamics_and_large_for_unseen():
     rng = np.random.default_rng(0)
     B = rng.normal(size=(4, 2))
     emi = EMI(OBS4, ACT2, seed=0, intrinsic_reward="residual", minibatch_size=128)
-    before = emi.intrinsic_reward(linear_rollout(rng, B)).mean()
+    before = emi.intrinsic_reward(linear_rollout(rng, B).transitions()).mean()
     for _ in range(30):
-        metrics = emi.update(linear_rollout(rng, B))
-    seen = emi.intrinsic_reward(linear_rollout(rng, B)).mean()
-    unseen = emi.intrinsic_reward(linear_rollout(rng, B, sign=-1.0)).mean()
+        _, metrics = iterate(emi, linear_rollout(rng, B).transitions())
+    seen = emi.intrinsic_reward(linear_rollout(rng, B).transitions()).mean()
+    unseen = emi.intrinsic_reward(linear_rollout(rng, B, sign=-1.0).transitions()).mean()
     assert seen < 0.01 * unseen  # measured: 0.002 vs 8 (seeds 0-2)
     assert seen < 0.1 * before
     assert metrics["error_norm"] < 1e-3  # the error model stays quiet where a linear model explains
@@ -160,12 +177,12 @@ def test_pixels_embed_the_last_frame_and_discrete_actions_one_hot():
                       final_index=np.zeros((0, 2), np.int64), final_obs=np.zeros((0, 4, 52, 52), np.uint8))
     emi = EMI(obs_space, act_space, seed=0, intrinsic_reward="residual", reconciler_loss_weight=1e2)
     assert emi.nets["phi"][0].convs[0].in_channels == 1
-    r = emi.intrinsic_reward(rollout)
-    assert r.shape == (T, N) and np.isfinite(r).all() and r.std() > 0
+    r = emi.intrinsic_reward(rollout.transitions())
+    assert r.shape == (T * N,) and np.isfinite(r).all() and r.std() > 0
     changed = Rollout(**{**rollout.__dict__, "obs": frames.copy()})
     changed.obs[:, :, :3] = 0  # older frames of the stack do not matter
-    np.testing.assert_array_equal(emi.intrinsic_reward(changed), r)
-    metrics = emi.update(rollout)
+    np.testing.assert_array_equal(emi.intrinsic_reward(changed.transitions()), r)
+    metrics = emi.update(rollout.transitions())
     assert all(math.isfinite(v) for v in metrics.values())
 
 
@@ -181,17 +198,18 @@ def test_invalid_options_are_refused_naming_the_key():
 def test_state_dict_round_trip_reproduces_rewards_and_training():
     rng = np.random.default_rng(5)
     B = rng.normal(size=(4, 2))
-    batches = [linear_rollout(rng, B, T=30, N=20) for _ in range(4)]
+    batches = [linear_rollout(rng, B, T=30, N=20).transitions() for _ in range(4)]
     a = EMI(OBS4, ACT2, seed=0)
     for batch in batches[:2]:
-        a.intrinsic_reward(batch)
-        a.update(batch)
+        iterate(a, batch)
     saved = through_checkpoint(a.state_dict())  # as the runner's checkpoints store it
     b = EMI(OBS4, ACT2, seed=99)
     b.load_state_dict(saved)
     for batch in batches[2:]:
-        np.testing.assert_array_equal(a.intrinsic_reward(batch), b.intrinsic_reward(batch))
-        assert a.update(batch) == b.update(batch)
+        (r_a, metrics_a), (r_b, metrics_b) = iterate(a, batch), iterate(b, batch)
+        assert r_a.shape == (600,)
+        np.testing.assert_array_equal(r_a, r_b)
+        assert metrics_a == metrics_b
     np.testing.assert_array_equal(a.intrinsic_reward(batches[0]), b.intrinsic_reward(batches[0]))
 
 

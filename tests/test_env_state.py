@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from runner.envs import make_vector_env
 from runner.env_state import get_vector_env_state, set_vector_env_state
+from runner.envs import make_vector_env
 
 
 @pytest.mark.parametrize("env_id,max_steps", [("HalfCheetah-v5", 30), ("Ant-v5", 30),

@@ -1,5 +1,6 @@
 """EX2 (algos/exploration/ex2.py): the density the exemplar discriminator implies, the closed-form KL,
-the hand-written gradient, checkpoint round trips, and resume through the runner (the chain canary is in tests/test_canary.py)."""
+the hand-written gradient, checkpoint round trips, and resume through the runner (the chain canary is
+in tests/test_canary.py)."""
 
 import gymnasium as gym
 import numpy as np
@@ -8,13 +9,9 @@ import torch
 from scipy.stats import spearmanr
 
 from algos.common.checks import ConfigError
-from algos.common.rollout import Rollout
-from algos.exploration.ex2 import (
-    EX2,
-    EX2KExemplar,
-    density_from_discriminator,
-    kl_to_standard_normal,
-)
+from algos.common.rollout import Rollout, Transitions
+from algos.exploration.ex2 import EX2, EX2KExemplar
+from algos.exploration.ex2_models import density_from_discriminator, kl_to_standard_normal
 from tests.conftest import (
     TINY,
     learning_columns,
@@ -22,6 +19,7 @@ from tests.conftest import (
     through_checkpoint,
     train_in_process,
 )
+from tests.helpers import iterate
 
 OBS = gym.spaces.Box(-np.inf, np.inf, (3,), np.float32)
 ACT = gym.spaces.Box(-1, 1, (2,), np.float32)
@@ -31,13 +29,14 @@ METHODS = [(EX2, {}), (EX2KExemplar, {"num_discriminators": 4})]
 IDS = ["amortized", "k_exemplar"]
 
 
-def make_rollout(rng: np.random.Generator, T: int = 10, N: int = 3) -> Rollout:
+def make_rollout(rng: np.random.Generator, T: int = 10, N: int = 3) -> Transitions:
+    """The T * N transitions of a rollout of random states and actions (rows time-major)."""
     return Rollout(obs=rng.normal(size=(T, N, 3)).astype(np.float32),
                    actions=rng.uniform(-1, 1, (T, N, 2)).astype(np.float32),
                    rewards_ext=np.zeros((T, N)), terminated=np.zeros((T, N), bool),
                    truncated=np.zeros((T, N), bool), episode_step=np.zeros((T, N), np.int64),
                    last_obs=np.zeros((N, 3), np.float32), final_index=np.zeros((0, 2), np.int64),
-                   final_obs=np.zeros((0, 3), np.float32))
+                   final_obs=np.zeros((0, 3), np.float32)).transitions()
 
 
 def test_kl_is_the_closed_form_for_diagonal_gaussians():
@@ -95,21 +94,27 @@ def test_density_formula_and_clipping():
 
 def assert_round_trip_reproduces_bonuses_and_training(make, batches) :
     """Train `make(seed)` on three batches, restore its checkpoint into `make(99)`, and check that the
-    two agree exactly on the next three batches (bonuses, training metrics, parameters, replay)."""
+    two agree exactly on the next three batches (bonuses, training metrics, parameters, replay). The
+    checkpoint is taken between `observe` and `update` of the fourth batch, so that it carries the
+    exemplars awaiting their fit."""
     method = make(3)
     for r in batches[:3]:  # 30-state batches: training starts at the third (replay 60 >= 40)
-        method.intrinsic_reward(r)
-        method.update(r)
-    assert method.trainings == 1 and method.replay.added == 90
+        iterate(method, r)
+    assert method.trainings == 1 and method.replay.added == 90 and method.exemplars == []
+    method.observe(batches[3])
     saved = through_checkpoint(method.state_dict())  # as the runner's checkpoints store it
     restored = make(99)
     assert not torch.equal(method.model.flat, restored.model.flat)
     restored.load_state_dict(saved)
-    for r in batches[3:]:  # each trains more steps (optimiser state carried over), then scores
+    assert len(restored.exemplars) == 1
+    metrics = method.update(batches[3])            # trains more steps (optimiser state carried over)
+    assert metrics == restored.update(batches[3]) and 0 < metrics["discriminator_mean"] < 1
+    for i, r in enumerate(batches[3:]):  # the fourth batch is then scored; the others go through it all
+        if i > 0:
+            assert iterate(method, r)[1] == iterate(restored, r)[1]
         a, b = method.intrinsic_reward(r), restored.intrinsic_reward(r)
-        assert a.shape == (10, 3) and np.abs(a).sum() > 0
+        assert a.shape == (30,) and np.abs(a).sum() > 0
         np.testing.assert_array_equal(a, b)
-        assert method.update(r) == restored.update(r)
     assert torch.equal(method.model.flat, restored.model.flat)
     np.testing.assert_array_equal(method.replay.data, restored.replay.data)
     return restored
@@ -127,30 +132,70 @@ def test_no_bonus_before_the_first_training_and_bonus_is_minus_log_p():
     rng = np.random.default_rng(1)
     method = EX2(OBS, ACT, seed=0, **SMALL)
     r = make_rollout(rng)
-    assert np.all(method.intrinsic_reward(r) == 0)  # replay 0 < 40: no training, no bonus
-    method.intrinsic_reward(make_rollout(rng))
-    bonus = method.intrinsic_reward(r)               # replay 60: trains, then scores
-    states = np.concatenate([r.obs, r.actions], -1).reshape(-1, 5)
-    np.testing.assert_allclose(bonus.reshape(-1), -np.log(method.density(states)), rtol=1e-6)
+    bonus, metrics = iterate(method, r)              # replay 0 < 40: no training, no bonus
+    assert bonus.shape == (30,) and np.all(bonus == 0)
+    assert method.trainings == 0 and metrics == {"replay_size": 30.0}  # the batch joined the replay
+    iterate(method, make_rollout(rng))
+    bonus, metrics = iterate(method, r)              # replay 60: trains, then scores
+    assert method.trainings == 1 and metrics["train_steps"] == 30 and metrics["replay_size"] == 90
+    states = np.concatenate([r.obs, r.actions], -1)
+    np.testing.assert_allclose(bonus, -np.log(method.density(states)), rtol=1e-6)
+    # discriminator_mean: the mean D(x, x) of the batch as it was scored, p = (1 - D) / D
+    assert metrics["discriminator_mean"] == pytest.approx(np.mean(1 / (1 + method.density(states))), rel=1e-6)
+
+
+def test_fit_after_scoring_scores_with_the_model_before_the_fit():
+    """fit_before_scoring false (the reference's eval_first): the batch is scored with the model of
+    the previous fits, then trained on; discriminator_mean is the D it was scored with."""
+    rng = np.random.default_rng(1)
+    method = EX2(OBS, ACT, seed=0, **SMALL, fit_before_scoring=False)
+    assert not method.fit_before_scoring
+    for _ in range(2):
+        iterate(method, make_rollout(rng))
+    r = make_rollout(rng)
+    bonus, metrics = iterate(method, r)              # scored untrained (zeros), then the first fit
+    assert np.all(bonus == 0) and method.trainings == 1 and "discriminator_mean" not in metrics
+    r2 = make_rollout(rng)
+    method.observe(r2)
+    before = method.intrinsic_reward(r2)             # the model trained on the batches before r2
+    d_scored = np.mean(1 / (1 + method.density(np.concatenate([r2.obs, r2.actions], -1))))
+    metrics = method.update(r2)
+    assert method.trainings == 2 and metrics["discriminator_mean"] == pytest.approx(d_scored, rel=1e-6)
+    assert np.abs(before).sum() > 0 and not np.array_equal(before, method.intrinsic_reward(r2))
 
 
 def test_train_itrs_zero_trains_only_the_first_time():
     rng = np.random.default_rng(2)
     method = EX2(OBS, ACT, seed=0, **{**SMALL, "train_itrs": 0})
     for _ in range(3):
-        method.intrinsic_reward(make_rollout(rng))                 # the third trains (replay 60)
+        iterate(method, make_rollout(rng))                         # the third trains (replay 60)
     trained = method.model.flat.detach().clone()
-    assert method.trainings == 1 and np.any(method.intrinsic_reward(make_rollout(rng)) != 0)
+    bonus, metrics = iterate(method, make_rollout(rng))
+    assert method.trainings == 1 and np.any(bonus != 0) and "train_steps" not in metrics
     assert torch.equal(method.model.flat, trained)                  # no further steps
 
 
 def test_k_exemplar_groups_adjacent_states():
-    method = EX2KExemplar(OBS, ACT, seed=0, num_discriminators=4, **SMALL)
-    np.testing.assert_array_equal(method._groups(10), [0, 0, 0, 1, 1, 1, 2, 2, 2, 3])
-    states = np.arange(2 * 3 * 1, dtype=np.float32).reshape(2, 3, 1)  # [T=2, N=3]
-    method.dim = 1
+    space = gym.spaces.Box(-np.inf, np.inf, (1,), np.float32)
+    method = EX2KExemplar(space, ACT, seed=0, num_discriminators=4, use_actions=False, **SMALL)
+    np.testing.assert_array_equal(method._groups(np.arange(10), 10), [0, 0, 0, 1, 1, 1, 2, 2, 2, 3])
+    np.testing.assert_array_equal(method._groups(np.array([9, 0, 4]), 10), [3, 0, 1])
+    T, N = 2, 3
+    states = np.arange(T * N, dtype=np.float32).reshape(T, N, 1)  # state 3 t + n at (step t, env n)
+    batch = Rollout(obs=states, actions=np.zeros((T, N, 2), np.float32), rewards_ext=np.zeros((T, N)),
+                    terminated=np.zeros((T, N), bool), truncated=np.zeros((T, N), bool),
+                    episode_step=np.zeros((T, N), np.int64), last_obs=states[-1],
+                    final_index=np.zeros((0, 2), np.int64), final_obs=np.zeros((0, 1), np.float32)).transitions()
     # trajectory by trajectory: env 0's steps in time order, then env 1's, ...
-    np.testing.assert_array_equal(method._exemplars(states)[:, 0], [0, 3, 1, 4, 2, 5])
+    np.testing.assert_array_equal(method._exemplars(batch)[:, 0], [0, 3, 1, 4, 2, 5])
+    # the position (hence the group) of a row comes from its (step, env) index, whatever the row order
+    shuffled = batch.take(np.array([4, 0, 5, 2, 1, 3]))
+    np.testing.assert_array_equal(method._exemplars(shuffled)[:, 0], [0, 3, 1, 4, 2, 5])
+    _, positions, total = method._exemplar_positions(shuffled)
+    assert total == 6
+    np.testing.assert_array_equal(positions, [3, 0, 5, 4, 2, 1])       # n * T + t of rows 4, 0, 5, 2, 1, 3
+    method.observe(shuffled)
+    np.testing.assert_array_equal(method.exemplars[0][:, 0], [0, 3, 1, 4, 2, 5])  # appended in exemplar order
 
 
 EX2_TINY = ["exploration.min_replay_size=200", "exploration.first_train_itrs=20",
@@ -187,14 +232,16 @@ def square_frames(rng: np.random.Generator, corners) -> np.ndarray:
     return frames
 
 
-def pixel_rollout(rng: np.random.Generator, T: int = 10, N: int = 3) -> Rollout:
-    """Stacks of 4 frames: three random ones, and a square frame last (the newest)."""
+def pixel_rollout(rng: np.random.Generator, T: int = 10, N: int = 3) -> Transitions:
+    """The T * N transitions of a rollout of stacks of 4 frames: three random ones, and a square
+    frame last (the newest)."""
     obs = rng.integers(0, 256, (T, N, 4, 42, 42), dtype=np.uint8)
     obs[:, :, -1] = square_frames(rng, rng.integers(0, 2, T * N)).reshape(T, N, 42, 42)
     return Rollout(obs=obs, actions=rng.integers(0, 4, (T, N)), rewards_ext=np.zeros((T, N)),
                    terminated=np.zeros((T, N), bool), truncated=np.zeros((T, N), bool),
                    episode_step=np.zeros((T, N), np.int64), last_obs=obs[0],
-                   final_index=np.zeros((0, 2), np.int64), final_obs=np.zeros((0, 4, 42, 42), np.uint8))
+                   final_index=np.zeros((0, 2), np.int64),
+                   final_obs=np.zeros((0, 4, 42, 42), np.uint8)).transitions()
 
 
 def test_conv_model_shapes_last_frame_and_uint8_replay():
@@ -215,16 +262,19 @@ def test_conv_model_shapes_last_frame_and_uint8_replay():
     torch.testing.assert_close(loss, nll + 0.1 * kl)
 
     rng = np.random.default_rng(0)
-    assert np.all(method.intrinsic_reward(pixel_rollout(rng)) == 0)        # replay 30 < 40: no bonus yet
-    method.intrinsic_reward(pixel_rollout(rng))
+    assert np.all(iterate(method, pixel_rollout(rng))[0] == 0)             # replay 0 < 40: no bonus yet
+    iterate(method, pixel_rollout(rng))
     r = pixel_rollout(rng)
-    bonus = method.intrinsic_reward(r)                                     # replay 60: trains, then scores
-    assert bonus.shape == (10, 3) and np.isfinite(bonus).all() and bonus.std() > 0
-    # only the newest frame of each stack counts, and it is what the replay keeps (as bytes)
-    np.testing.assert_allclose(bonus, -np.log(method.density(r.obs[:, :, -1])).reshape(10, 3), rtol=1e-6)
-    np.testing.assert_array_equal(method.replay.data[60:90], r.obs[:, :, -1].swapaxes(0, 1).reshape(30, 42, 42))
-    metrics = method.update(r)
+    bonus, metrics = iterate(method, r)                                    # replay 60: trains, then scores
+    assert bonus.shape == (30,) and np.isfinite(bonus).all() and bonus.std() > 0
+    assert r.as_steps(bonus).shape == (10, 3)
+    # only the newest frame of each stack counts, and it is what the replay keeps (as bytes), in
+    # exemplar order (env 0's steps in time order, then env 1's, ...)
+    np.testing.assert_allclose(bonus, -np.log(method.density(r.obs[:, -1])), rtol=1e-6)
+    frames = r.obs[:, -1].reshape(10, 3, 42, 42)
+    np.testing.assert_array_equal(method.replay.data[60:90], frames.swapaxes(0, 1).reshape(30, 42, 42))
     assert metrics["train_steps"] == 8 and all(np.isfinite(v) for v in metrics.values())
+    assert metrics["discriminator_mean"] == pytest.approx(np.mean(1 / (1 + method.density(r.obs[:, -1]))), rel=1e-6)
 
 
 @pytest.mark.parametrize("rare_corner", [0, 1])

@@ -1,5 +1,5 @@
 """KDE density bonus (algos/exploration/kde.py): exact against brute force, a sound density estimate,
-bonus order (before the batch is added), bounded reference set, checkpoint round trip, end to end."""
+bonus order (scored before the batch is added), bounded reference set, checkpoint round trip, end to end."""
 import math
 import time
 
@@ -11,23 +11,26 @@ from scipy.special import logsumexp
 from scipy.stats import multivariate_normal, pearsonr
 
 from algos.common.checks import ConfigError
-from algos.common.rollout import Rollout
+from algos.common.rollout import Rollout, Transitions
 from algos.exploration import kde as kde_module
 from algos.exploration.kde import KDEBonus, kd_tree_leaves
 from tests.conftest import TINY, learning_columns, read_progress, through_checkpoint, train_in_process
+from tests.helpers import iterate
 
 
 def box(dim):
     return gym.spaces.Box(-np.inf, np.inf, (dim,), np.float32)
 
 
-def rollout_of(obs):
-    """A [T, N] rollout holding observations obs [T, N, D] (no episode ends)."""
+def rollout_of(obs) -> Transitions:
+    """The T * N transitions of a [T, N] rollout holding observations obs [T, N, D] (no episode
+    ends; rows time-major, t * N + n)."""
     T, N = obs.shape[:2]
     return Rollout(obs=obs.astype(np.float32), actions=np.zeros((T, N), np.int64), rewards_ext=np.zeros((T, N)),
                    terminated=np.zeros((T, N), bool), truncated=np.zeros((T, N), bool),
                    episode_step=np.zeros((T, N), np.int64), last_obs=obs[-1].astype(np.float32),
-                   final_index=np.zeros((0, 2), np.int64), final_obs=np.zeros((0, obs.shape[2]), np.float32))
+                   final_index=np.zeros((0, 2), np.int64),
+                   final_obs=np.zeros((0, obs.shape[2]), np.float32)).transitions()
 
 
 def brute_force_log_density(queries, references, sigma):
@@ -49,16 +52,16 @@ def tile_path(request, monkeypatch):
     return request.param
 
 
-@pytest.mark.parametrize("normalize_states", [False, True])
-def test_log_density_equals_brute_force_double_loop(normalize_states, tile_path):
+@pytest.mark.parametrize("normalise_states", [False, True])
+def test_log_density_equals_brute_force_double_loop(normalise_states, tile_path):
     rng = np.random.default_rng(0)
     refs = rng.normal(3.0, 2.0, (1300, 4))  # 3 tiles of 512, the last one part padding
     queries = np.concatenate([rng.normal(3.0, 2.0, (40, 4)), [[60.0, -40.0, 3.0, 3.0]]])  # + one far away
-    kde = KDEBonus(box(4), box(4), sigma=0.7, normalize_states=normalize_states, block_elements=5000)
+    kde = KDEBonus(box(4), box(4), sigma=0.7, normalise_states=normalise_states, block_elements=5000)
     kde.add(refs[:100])
     kde.add(refs[100:])  # blocks of 5000 // 1536 = 3 queries: many blocks, a short last one
     expected_refs, sigma = refs, 0.7
-    if normalize_states:  # sigma is then in units of the running std of the states added
+    if normalise_states:  # sigma is then in units of the running std of the states added
         mean, std = refs.mean(0), refs.std(0)
         np.testing.assert_allclose(kde.state_rms.mean, mean, rtol=1e-6)
         expected_refs, queries_std = (refs - mean) / std, (queries - mean) / std
@@ -275,19 +278,23 @@ def test_rare_states_get_larger_bonuses_and_the_batch_is_scored_before_it_is_add
     rng = np.random.default_rng(3)
     kde = KDEBonus(box(2), box(2), sigma=0.2)
     first = rollout_of(sample_mixture(rng, 400).reshape(100, 4, 2))
-    np.testing.assert_array_equal(kde.intrinsic_reward(first), np.zeros((100, 4)))  # empty reference set
+    kde.observe(first)
+    np.testing.assert_array_equal(kde.intrinsic_reward(first), np.zeros(400))  # empty reference set
+    assert kde.size == 0 and len(kde.pending) == 1                              # observed, not yet added
     assert kde.update(first) == {"reference_size": 400}
+    assert kde.pending == []
     common = np.array([[0.0, 0.0], [3.0, 1.0]])        # mixture modes
     rare = np.array([[1.5, -1.5], [6.0, 6.0]])          # a gap and far outside
     batch = rollout_of(np.concatenate([common, rare])[:, None, :])
-    bonus = kde.intrinsic_reward(batch)[:, 0]
+    kde.observe(batch)
+    bonus = kde.intrinsic_reward(batch)
     assert bonus.shape == (4,) and np.all(bonus >= 0)
     assert max(bonus[:2]) < min(bonus[2:])
     assert bonus[3] > bonus[2]
-    np.testing.assert_array_equal(kde.intrinsic_reward(batch)[:, 0], bonus)  # scoring changes nothing
-    assert kde.size == 400
-    kde.update(batch)
-    after = kde.intrinsic_reward(batch)[:, 0]
+    np.testing.assert_array_equal(kde.intrinsic_reward(batch), bonus)  # scoring changes nothing
+    assert kde.size == 400                             # the observed batch is not scored against itself
+    assert kde.update(batch) == {"reference_size": 404}
+    after = kde.intrinsic_reward(batch)
     assert kde.size == 404 and after[3] < bonus[3] - 5  # once added, the far state is no longer novel
 
 
@@ -315,19 +322,24 @@ def test_reservoir_is_a_uniform_sample_of_everything_seen():
 def test_state_dict_round_trip_resumes_identically():
     rng = np.random.default_rng(5)
     batches = [rollout_of(rng.normal(0, 1, (50, 4, 3))) for _ in range(6)]
-    config = dict(sigma=0.3, max_reference=300, reference_update="reservoir", normalize_states=True)
+    config = dict(sigma=0.3, max_reference=300, reference_update="reservoir", normalise_states=True)
     a = KDEBonus(box(3), box(3), seed=9, **config)
     for b in batches[:3]:
-        a.intrinsic_reward(b)
-        a.update(b)
+        iterate(a, b)
+    a.observe(batches[3])                        # a checkpoint between observe and update
     saved = through_checkpoint(a.state_dict())  # as the runner's checkpoints store it
     b_ = KDEBonus(box(3), box(3), seed=9, **config)
     b_.load_state_dict(saved)
-    for batch in batches[3:]:
-        np.testing.assert_array_equal(a.intrinsic_reward(batch), b_.intrinsic_reward(batch))
-        a.update(batch)
-        b_.update(batch)
+    assert len(b_.pending) == 1 and b_.size == a.size == 300
+    np.testing.assert_array_equal(a.intrinsic_reward(batches[3]), b_.intrinsic_reward(batches[3]))
+    assert a.update(batches[3]) == b_.update(batches[3])  # the pending batch, through the reservoir's RNG
+    for batch in batches[4:]:
+        r_a, metrics_a = iterate(a, batch)
+        r_b, metrics_b = iterate(b_, batch)
+        np.testing.assert_array_equal(r_a, r_b)
+        assert r_a.shape == (200,) and metrics_a == metrics_b
     np.testing.assert_array_equal(a.reference.numpy(), b_.reference.numpy())
+    assert a.seen == b_.seen == 1200
 
 
 @pytest.mark.parametrize("key, value", [("sigma", 0.0), ("max_reference", 0), ("reference_update", "fifo")])
@@ -354,4 +366,5 @@ def test_pixel_spaces_are_refused_by_requirements_before_any_allocation():
     assert kde.requires.observation_kinds == ("vector",) and kde.reference.numel() == 0
     empty = KDEBonus(box(2), box(2))
     empty.load_state_dict(KDEBonus(box(2), box(2)).state_dict())  # a checkpoint taken before any batch
-    assert empty.size == 0 and not empty.intrinsic_reward(rollout_of(np.ones((3, 2, 2)))).any()
+    probe = rollout_of(np.ones((3, 2, 2)))
+    assert empty.size == 0 and empty.intrinsic_reward(probe).shape == (6,) and not empty.intrinsic_reward(probe).any()

@@ -65,6 +65,15 @@ def test_gaussian_and_categorical_kl_match_torch_distributions():
                                torch.distributions.Normal(m1, s1.exp()).log_prob(a).sum(-1))
 
 
+def test_modes_are_the_most_likely_actions_and_draw_nothing():
+    torch.manual_seed(2)
+    mean, log_std, logits = torch.randn(7, 3), torch.randn(3), torch.randn(7, 5)
+    state = torch.get_rng_state()
+    torch.testing.assert_close(DiagGaussian.mode((mean, log_std)), mean)
+    torch.testing.assert_close(Categorical.mode((logits,)), torch.distributions.Categorical(logits=logits).mode)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
 def _line_search_problem(seed, scale):
     torch.manual_seed(seed)
     policy = GaussianPolicy(mlp(4, (16,), 2), 2)
@@ -181,14 +190,36 @@ def test_return_scaler_matches_per_step_wrapper_semantics():
     np.testing.assert_allclose(scaled, expected, rtol=1e-6)
 
 
+def shape_new_data(shaper: IntrinsicRewardShaper, r: np.ndarray) -> np.ndarray:
+    """What the loops do with the bonuses of new experience: move the statistics, then apply."""
+    shaper.observe(r)
+    return shaper.apply(r)
+
+
 def test_intrinsic_reward_normalisations():
     r = np.array([[1.0, 2.0], [3.0, 10.0]])
-    np.testing.assert_allclose(IntrinsicRewardShaper(0.5, "none")(r), 0.5 * r)
-    np.testing.assert_allclose(IntrinsicRewardShaper(1.0, "batch_median")(r), r - 2.5)
+    np.testing.assert_allclose(shape_new_data(IntrinsicRewardShaper(0.5, "none"), r), 0.5 * r)
+    np.testing.assert_allclose(shape_new_data(IntrinsicRewardShaper(1.0, "batch_median"), r), r - 2.5)
     vime = IntrinsicRewardShaper(1.0, "running_median_ratio", median_window=2)
-    np.testing.assert_array_equal(vime(np.zeros((2, 2))), 0.0)  # no bonus yet: statistics untouched
-    np.testing.assert_allclose(vime(r), r / 2.5)
-    np.testing.assert_allclose(vime(2 * r), 2 * r / np.mean([2.5, 5.0]))
-    np.testing.assert_allclose(vime(4 * r), 4 * r / np.mean([5.0, 10.0]))  # window of 2
+    np.testing.assert_array_equal(shape_new_data(vime, np.zeros((2, 2))), 0.0)  # no bonus yet: statistics untouched
+    assert not vime.medians
+    np.testing.assert_allclose(shape_new_data(vime, r), r / 2.5)
+    np.testing.assert_allclose(shape_new_data(vime, 2 * r), 2 * r / np.mean([2.5, 5.0]))
+    np.testing.assert_allclose(shape_new_data(vime, 4 * r), 4 * r / np.mean([5.0, 10.0]))  # window of 2
     std = IntrinsicRewardShaper(1.0, "running_std")
-    np.testing.assert_allclose(std(r), r / np.std(r), rtol=1e-3)  # prior weight is only 1e-4
+    np.testing.assert_allclose(shape_new_data(std, r), r / np.std(r), rtol=1e-3)  # prior weight is only 1e-4
+
+
+def test_shaping_a_minibatch_is_pure():
+    """apply() never moves the statistics: an off-policy agent shapes replay minibatches with the
+    statistics of the new experience only."""
+    for normalise in ("running_std", "running_median_ratio", "batch_median"):
+        shaper = IntrinsicRewardShaper(2.0, normalise)
+        shape_new_data(shaper, np.array([1.0, 2.0, 3.0, 7.0]))
+        state = (shaper.rms.state_dict(), list(shaper.medians))
+        minibatch = np.array([0.5, 4.0, 9.0])
+        first = shaper.apply(minibatch)
+        np.testing.assert_array_equal(shaper.apply(minibatch), first)
+        assert (shaper.rms.state_dict(), list(shaper.medians)) == state
+        if normalise == "running_median_ratio":
+            np.testing.assert_allclose(first, 2.0 * minibatch / 2.5)  # the median of the NEW data: 2.5

@@ -181,7 +181,8 @@ def test_methods_are_the_keys_that_differ_and_seed_threads_device_are_ignored(tm
     make_run(root, "h0", [9.0] * 10, agent="ppo", env="Hopper-v5")
     make_run(root, "h1", [11.0] * 10, agent="ppo", env="Hopper-v5")
     (root / "h1" / ".hydra" / "config.yaml").write_text(
-        (root / "h1" / ".hydra" / "config.yaml").read_text().replace("id: Hopper-v5", "id: Hopper-v5\n  max_episode_steps: 500"))
+        (root / "h1" / ".hydra" / "config.yaml").read_text().replace(
+            "id: Hopper-v5", "id: Hopper-v5\n  max_episode_steps: 500"))
     report.build_report([root], tmp_path / "report", reps=200)
     finals = {(r["env"], r["method"]): r for r in read_csv(tmp_path / "report" / "final_scores.csv")}
     assert set(finals) == {("CartPole-v1", "TRPO agent.max_kl=0.01"), ("CartPole-v1", "TRPO agent.max_kl=0.02"),

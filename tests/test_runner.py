@@ -2,15 +2,22 @@
 import json
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from runner import checkpoint as ckpt
+from runner import run_dir as rd
 from runner.progress import FIXED_COLUMNS
-from tests.conftest import TINY, learning_columns, read_progress, train_command, train_in_process
+from tests.conftest import (
+    TINY,
+    kill_after_third_checkpoint_then_resume,
+    learning_columns,
+    read_progress,
+    train_command,
+    train_in_process,
+    wait_for_rows,
+)
 
 AGENTS = ["trpo", "ppo"]
 ENVS = sorted(p.stem for p in (Path(__file__).resolve().parent.parent / "conf" / "env").glob("*.yaml"))
@@ -35,8 +42,8 @@ def test_run_directory_contents(tmp_path):
     assert manifest["packages"]["torch"].startswith("2.13.0")
     meta = json.loads((tmp_path / "checkpoints" / "last.json").read_text())
     assert meta == {"iteration": 2, "env_steps": 400, "total_iterations": 2, "finished": True}
-    state = ckpt.load_checkpoint(tmp_path)
-    assert {"agent", "exploration", "shaper", "collector", "rng", "config"} <= set(state)
+    state = rd.load_checkpoint(tmp_path)
+    assert {"agent", "exploration", "shaper", "loop", "evaluator", "rng", "config"} <= set(state)
     assert not list((tmp_path / "checkpoints").glob("*.tmp"))
 
 
@@ -57,18 +64,6 @@ def test_same_seed_same_progress(tmp_path, agent):
     assert a != c
 
 
-def _wait_for_rows(path: Path, n: int, proc, timeout: float = 120) -> int:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if path.exists():
-            rows = path.read_text().count("\n") - 1
-            if rows >= n:
-                return rows
-        assert proc.poll() is None, "the run ended before it could be interrupted"
-        time.sleep(0.005)
-    raise TimeoutError
-
-
 KILL_ARGS = {
     "trpo": ["agent=trpo", "agent.batch_size=1000", "agent.num_envs=2", "total_env_steps=30000"],
     "ppo": ["agent=ppo", "agent.batch_size=512", "agent.num_minibatches=8", "total_env_steps=15360"],
@@ -78,31 +73,14 @@ KILL_ARGS = {
 @pytest.mark.parametrize("agent", AGENTS)
 def test_kill_after_third_checkpoint_then_resume_matches_uninterrupted(tmp_path, subprocess_env, agent):
     args = [*KILL_ARGS[agent], "env=half_cheetah", "checkpoint_every=2", "seed=1"]
-    reference = subprocess.run(train_command(tmp_path / "ref", *args), env=subprocess_env,
-                               capture_output=True, text=True)
-    assert reference.returncode == 0, reference.stderr
-    proc = subprocess.Popen(train_command(tmp_path / "run", *args), env=subprocess_env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    rows = _wait_for_rows(tmp_path / "run" / "progress.csv", 7, proc)  # iteration 6 checkpointed
-    proc.kill()
-    proc.wait()
-    assert rows < 30
-    assert json.loads((tmp_path / "run" / "checkpoints" / "last.json").read_text())["iteration"] >= 6
-    resumed = subprocess.run(train_command(tmp_path / "run", *args), env=subprocess_env,
-                             capture_output=True, text=True)
-    assert resumed.returncode == 0, resumed.stderr
-    ref_rows, run_rows = read_progress(tmp_path / "ref"), read_progress(tmp_path / "run")
-    assert [int(r["iteration"]) for r in run_rows] == list(range(1, len(ref_rows) + 1))
-    assert learning_columns(run_rows) == learning_columns(ref_rows)
-    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
-    assert len(manifest["resumes"]) == 1
+    kill_after_third_checkpoint_then_resume(tmp_path, subprocess_env, args, total_rows=30)
 
 
 def test_sigterm_checkpoints_and_exits_then_resumes(tmp_path, subprocess_env):
     args = [*KILL_ARGS["trpo"], "env=half_cheetah", "checkpoint_every=100"]
     proc = subprocess.Popen(train_command(tmp_path, *args), env=subprocess_env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    _wait_for_rows(tmp_path / "progress.csv", 2, proc)
+    wait_for_rows(tmp_path / "progress.csv", 2, proc)
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM, stderr
@@ -142,14 +120,16 @@ def test_resume_into_a_directory_with_another_config_is_refused(tmp_path, capsys
     (["threads=0"], "threads: must be a positive integer, got 0"),
     (["checkpoint_every=0"], "checkpoint_every: must be a positive integer, got 0"),
     (["agent.num_envs=3"], "agent.batch_size: must be a multiple of agent.num_envs (3), got 5000"),
-    (["total_env_steps=100"], "total_env_steps: must be at least agent.batch_size (5000)"),
+    (["total_env_steps=100"], "total_env_steps: must be at least one iteration's env steps (5000: agent.batch_size"),
     (["device=gpu"], "device: got 'gpu'; allowed values: auto | cpu | cuda"),
     (["logger.wandb.mode=loud"], "logger.wandb.mode: got 'loud'; allowed values: offline | online | disabled"),
     (["agent.max_kl=0"], "agent.max_kl: must be a positive number, got 0"),
     (["agent.baseline.kind=quadratic"], "agent.baseline.kind: got 'quadratic'; allowed values: auto | linear | mlp"),
     (["agent=ppo", "agent.num_minibatches=30"], "agent.num_minibatches: must divide agent.batch_size (2048), got 30"),
-    (["exploration.normalise=zscore"], "exploration.normalise: got 'zscore'; allowed values: none | running_std | batch_median | running_median_ratio"),
-    (["exploration=discrete_only"], "exploration=discrete_only cannot run here: env=half_cheetah has continuous actions; it supports discrete"),
+    (["exploration.normalise=zscore"], "exploration.normalise: got 'zscore'; allowed values: none | running_std | "
+                                       "batch_median | running_median_ratio"),
+    (["exploration=discrete_only"], "exploration=discrete_only cannot run here: env=half_cheetah has continuous "
+                                    "actions; it supports discrete"),
 ])
 def test_invalid_config_is_refused_before_any_work(tmp_path, capsys, overrides, message):
     assert train_in_process(tmp_path, *overrides) == 2
@@ -173,7 +153,7 @@ def test_nan_intrinsic_reward_stops_the_run_and_keeps_the_checkpoint(tmp_path, c
     assert code == 1
     assert "exploration (nan_bonus): non-finite value (NaN/inf) in intrinsic_reward" in capsys.readouterr().err
     assert len(read_progress(tmp_path)) == 2
-    assert ckpt.load_checkpoint(tmp_path)["iteration"] == 2
+    assert rd.load_checkpoint(tmp_path)["iteration"] == 2
     assert "intrinsic_reward" in (tmp_path / "error.txt").read_text()
 
 
@@ -182,7 +162,7 @@ def test_nan_in_agent_update_names_the_agent(tmp_path, capsys):
                             "checkpoint_every=1", "total_env_steps=20480")
     assert code == 1
     assert "agent (PPO): non-finite value (NaN/inf)" in capsys.readouterr().err
-    state = ckpt.load_checkpoint(tmp_path)
+    state = rd.load_checkpoint(tmp_path)
     assert state is None or state["iteration"] == len(read_progress(tmp_path))
 
 
@@ -242,3 +222,12 @@ def test_a_directory_in_use_by_a_live_process_is_refused(tmp_path, capsys):
         other.kill()
         other.wait()
     assert train_in_process(tmp_path, "env=cartpole", *TINY["trpo"]) == 0  # the marker is stale now
+
+
+@pytest.mark.parametrize("old,new", [("agent.normalize_observations", "agent.normalise_observations"),
+                                     ("exploration.normalize_states", "exploration.normalise_states")])
+def test_an_old_spelling_is_refused_naming_the_new_key(tmp_path, subprocess_env, old, new):
+    out = subprocess.run(train_command(tmp_path, f"{old}=true"), env=subprocess_env, capture_output=True, text=True)
+    assert out.returncode == 2
+    assert f"{old}: this key is now called {new}" in out.stderr
+    assert not (tmp_path / "progress.csv").exists()

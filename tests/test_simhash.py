@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 
 from algos.common.checks import ConfigError
-from algos.common.rollout import Rollout
+from algos.common.rollout import Rollout, Transitions
 from algos.exploration.ae_simhash import AESimHashCount
 from algos.exploration.simhash import CountMinSketch, SimHashCount
 from tests.conftest import learning_columns, read_progress, train_in_process
+from tests.helpers import iterate
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 VECTOR = gym.spaces.Box(-np.inf, np.inf, (8,), np.float32)
@@ -17,14 +18,15 @@ PIXELS = gym.spaces.Box(0, 255, (4, 42, 42), np.uint8)
 DISCRETE = gym.spaces.Discrete(2)
 
 
-def rollout(obs: np.ndarray, num_envs: int = 1) -> Rollout:
-    """A rollout holding `obs` ([B, ...], B a multiple of num_envs) as [B / num_envs, num_envs, ...]."""
+def rollout(obs: np.ndarray, num_envs: int = 1) -> Transitions:
+    """The transitions of a rollout holding `obs` ([B, ...], B a multiple of num_envs) as
+    [B / num_envs, num_envs, ...]: row i is obs[i] (rows are time-major, t * N + n)."""
     obs = obs.reshape(-1, num_envs, *obs.shape[1:])
     T, N = obs.shape[:2]
     zeros = np.zeros((T, N))
     return Rollout(obs=obs, actions=zeros.astype(np.int64), rewards_ext=zeros, terminated=zeros.astype(bool),
                    truncated=zeros.astype(bool), episode_step=zeros.astype(np.int64), last_obs=obs[-1],
-                   final_index=np.zeros((0, 2), np.int64), final_obs=obs[:0, 0])
+                   final_index=np.zeros((0, 2), np.int64), final_obs=obs[:0, 0]).transitions()
 
 
 def one_hot(index: np.ndarray, n: int = 8) -> np.ndarray:
@@ -63,12 +65,16 @@ def test_sketch_counts_equal_exact_counts_on_a_discrete_set():
     visits = np.concatenate([np.full(m, s) for s, m in enumerate([1, 2, 3, 5, 8, 13, 21, 41])])
     rng.shuffle(visits)
     batch = rollout(one_hot(visits), num_envs=2)
-    r = method.intrinsic_reward(batch)  # the batch is counted before it is priced
-    exact = np.bincount(visits)[visits].reshape(r.shape)
-    np.testing.assert_allclose(r, 1 / np.sqrt(exact))
-    method.update(batch)
+    method.observe(batch)  # the batch is counted before it is priced
+    r = method.intrinsic_reward(batch)
+    assert r.shape == (len(visits),)
+    np.testing.assert_allclose(r, 1 / np.sqrt(np.bincount(visits)[visits]))
+    assert batch.as_steps(r).shape == (len(visits) // 2, 2)
+    assert method.update(batch) == {"distinct_codes": 8, "counted_states": len(visits)}
     keys = method.counter.sketch.keys(method.codes(one_hot(np.arange(8))))
     assert method.counter.sketch.query(keys, pending=False).tolist() == [1, 2, 3, 5, 8, 13, 21, 41]
+    np.testing.assert_allclose(method.counter.bonus(method.codes(one_hot(np.arange(8)))),
+                               1 / np.sqrt([1, 2, 3, 5, 8, 13, 21, 41]))
 
 
 def test_small_sketch_never_undercounts_and_takes_the_minimum_over_tables():
@@ -91,12 +97,15 @@ def test_bonus_falls_as_one_over_sqrt_count_and_querying_does_not_count():
     batch = rollout(one_hot(np.zeros(10, np.int64)), num_envs=2)  # one state, 10 visits per batch
     bonuses = []
     for _ in range(5):
+        method.observe(batch)
         first = method.intrinsic_reward(batch)
+        assert first.shape == (10,)
         assert np.array_equal(first, method.intrinsic_reward(batch))  # a query leaves the counts alone
         bonuses.append(first.mean())
-        method.update(batch)
+        method.update(batch)                                          # nor does update: it reports
     np.testing.assert_allclose(bonuses, 1 / np.sqrt(10 * np.arange(1, 6)))
-    novel = method.intrinsic_reward(rollout(one_hot(np.ones(1, np.int64))))
+    assert method.counter.total == 50
+    novel = method.intrinsic_reward(rollout(one_hot(np.ones(1, np.int64))))  # never observed: n = 0
     assert novel.item() == 1.0
 
 
@@ -104,7 +113,7 @@ def test_state_dict_round_trip_keeps_the_projection_and_counts():
     rng = np.random.default_rng(0)
     method = SimHashCount(VECTOR, DISCRETE, seed=3, dim_key=64)
     seen = rng.normal(size=(50, 8)).astype(np.float32)
-    method.update(rollout(np.concatenate([seen, seen])))
+    method.observe(rollout(np.concatenate([seen, seen])))
     state = method.state_dict()
     other = SimHashCount(VECTOR, DISCRETE, seed=4, dim_key=64)
     assert not np.array_equal(other.hash.projection, method.hash.projection)
@@ -112,9 +121,12 @@ def test_state_dict_round_trip_keeps_the_projection_and_counts():
     assert np.array_equal(other.hash.projection, method.hash.projection)
     fresh = rng.normal(size=(10, 8)).astype(np.float32)
     probe = rollout(np.concatenate([seen[:10], fresh]))
-    r = other.intrinsic_reward(probe).ravel()
+    other.observe(probe)
+    method.observe(probe)
+    r = other.intrinsic_reward(probe)
     np.testing.assert_allclose(r, [1 / np.sqrt(3)] * 10 + [1.0] * 10)  # seen twice before, plus now
-    assert np.array_equal(r, method.intrinsic_reward(probe).ravel())
+    assert np.array_equal(r, method.intrinsic_reward(probe))
+    assert other.update(probe) == method.update(probe) == {"distinct_codes": 60, "counted_states": 120}
     with pytest.raises(ConfigError, match="projection"):
         SimHashCount(VECTOR, DISCRETE, seed=4, dim_key=32).load_state_dict(state)
 
@@ -156,14 +168,17 @@ def test_ae_codes_become_binary_and_separate_clusters():
     near_binary = lambda b: np.mean(np.minimum(b, 1 - b) < 0.1)  # noqa: E731  (share of code units)
     assert near_binary(method.code(probe)) < 0.5  # untrained: sigmoids near 0.5
     for _ in range(15):
-        method.update(rollout(clusters(rng, 500, centers)[0], num_envs=2))
+        iterate(method, rollout(clusters(rng, 500, centers)[0], num_envs=2))  # count, then train the AE
     assert near_binary(method.code(probe)) > 0.95
     keys = [tuple(method.codes(probe[label == c]).mean(0).round()) for c in range(4)]
     for c in range(4):  # every cluster hashes to one code, and no two clusters share it
         same = (method.codes(probe[label == c]) == np.array(keys[c], bool)).all(axis=1)
         assert same.mean() > 0.95
     assert len(set(keys)) == 4
-    r = method.intrinsic_reward(rollout(probe))
+    probe_batch = rollout(probe)
+    method.observe(probe_batch)
+    r = method.intrinsic_reward(probe_batch)
+    assert r.shape == (400,)
     assert r.max() <= 1 / np.sqrt(15 * 500 / 4 * 0.5)  # familiar clusters: counts in the thousands
 
 
@@ -173,14 +188,21 @@ def test_conv_ae_hash_on_pixels_round_trips_through_state_dict():
     obs = frames[rng.integers(0, 3, 64)]
     method = AESimHashCount(PIXELS, DISCRETE, seed=0, train_steps=3, minibatch_size=16)
     assert method.codes(obs).shape == (64, 64)
-    r = method.intrinsic_reward(rollout(obs, num_envs=4))
-    assert r.shape == (16, 4) and np.isfinite(r).all()
-    metrics = method.update(rollout(obs, num_envs=4))
+    batch = rollout(obs, num_envs=4)
+    assert np.all(method.intrinsic_reward(batch) == 1.0)   # nothing observed yet: every count is 0
+    method.observe(batch)
+    r = method.intrinsic_reward(batch)
+    assert r.shape == (64,) and batch.as_steps(r).shape == (16, 4) and np.isfinite(r).all()
+    assert r.max() <= 1 / np.sqrt(64 / 3 * 0.5)             # 3 distinct frames, each ~21 times
+    assert method.replay.added == 64
+    metrics = method.update(batch)
     assert np.isfinite(metrics["ae_nll"]) and metrics["counted_states"] == 64
     other = AESimHashCount(PIXELS, DISCRETE, seed=5, train_steps=3, minibatch_size=16)
     other.load_state_dict(method.state_dict())
     assert np.array_equal(other.code(obs), method.code(obs))
-    batch = rollout(obs, num_envs=4)
+    assert np.array_equal(other.intrinsic_reward(batch), method.intrinsic_reward(batch))
+    other.observe(batch)
+    method.observe(batch)
     assert np.array_equal(other.intrinsic_reward(batch), method.intrinsic_reward(batch))
     assert other.update(batch) == method.update(batch)  # same replay, minibatches and noise
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from runner import run_dir as rd
 from runner import status
 from runner.progress import FIXED_COLUMNS
 from tests.conftest import TINY, train_command, train_in_process
@@ -47,7 +48,7 @@ def dead_pid() -> int:
 def fake_sweep(tmp_path):
     root = tmp_path / "sweep"
     fake_run(root / "a" / "seed_0", iterations=4)                                  # finished
-    status.mark_running(fake_run(root / "a" / "seed_1", iterations=2))             # running: this process
+    rd.mark_running(fake_run(root / "a" / "seed_1", iterations=2))             # running: this process
     failed = fake_run(root / "a" / "seed_2", iterations=3, checkpointed=2)
     (failed / "error.txt").write_text("agent (TRPO): non-finite value (NaN/inf) in loss\nmore detail\n")
     crashed = fake_run(root / "b" / "seed_0", iterations=1)
@@ -55,17 +56,18 @@ def fake_sweep(tmp_path):
     fake_run(root / "b" / "seed_1", iterations=0)                                  # not started
     fake_run(root / "b" / "seed_2", iterations=3, returns=[5.0, 7.0, None])       # stopped by a signal
     killed = fake_run(root / "b" / "seed_3", iterations=2)
-    (killed / status.RUNNING_MARKER).write_text(json.dumps({"pid": dead_pid(), "hostname": platform.node()}))
+    (killed / rd.RUNNING_MARKER).write_text(json.dumps({"pid": dead_pid(), "hostname": platform.node()}))
     elsewhere = fake_run(root / "b" / "seed_4", iterations=1)
-    (elsewhere / status.RUNNING_MARKER).write_text(json.dumps({"pid": 1, "hostname": "another-node"}))
+    (elsewhere / rd.RUNNING_MARKER).write_text(json.dumps({"pid": 1, "hostname": "another-node"}))
     # Hydra's record of the sweep (not a run): an experiment's sweeper.params, then the command line
     (root / "multirun.yaml").write_text("hydra:\n  sweeper:\n    params:\n      agent: trpo,ppo\n"
-                                        "      seed: 0,1,2\n  overrides:\n    task:\n    - seed=0,1,2,3\n    - env=hopper\n")
+                                        "      seed: 0,1,2\n  overrides:\n    task:\n    - seed=0,1,2,3\n"
+                                        "    - env=hopper\n")
     return root
 
 
 def test_every_state_is_told_apart(fake_sweep):
-    got = {str(r.relative_to(fake_sweep)): status.run_status(r) for r in status.find_runs([fake_sweep])}
+    got = {str(r.relative_to(fake_sweep)): rd.run_status(r) for r in rd.find_runs([fake_sweep])}
     assert {name: s.state for name, s in got.items()} == {
         "a/seed_0": "finished", "a/seed_1": "running", "a/seed_2": "failed", "b/seed_0": "failed",
         "b/seed_1": "not started", "b/seed_2": "interrupted", "b/seed_3": "interrupted", "b/seed_4": "running"}
@@ -102,13 +104,13 @@ def test_partial_last_line_of_a_progress_file_being_written_is_ignored(tmp_path)
     run = fake_run(tmp_path / "run", iterations=2)
     with open(run / "progress.csv", "a") as f:
         f.write("3,300,0.1")  # a row cut short
-    assert [r["iteration"] for r in status.read_progress(run)] == [1.0, 2.0]
+    assert [r["iteration"] for r in rd.read_progress(run)] == [1.0, 2.0]
 
 
 def test_train_removes_its_marker_when_it_returns(tmp_path):
     assert train_in_process(tmp_path, "env=cartpole", *TINY["trpo"]) == 0
-    assert not (tmp_path / status.RUNNING_MARKER).exists()
-    assert status.run_status(tmp_path).state == "finished"
+    assert not (tmp_path / rd.RUNNING_MARKER).exists()
+    assert rd.run_status(tmp_path).state == "finished"
 
 
 def test_a_training_process_shows_running_then_killed(tmp_path, subprocess_env):
@@ -117,13 +119,13 @@ def test_a_training_process_shows_running_then_killed(tmp_path, subprocess_env):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 120
-        while not status.read_progress(tmp_path):
+        while not rd.read_progress(tmp_path):
             assert proc.poll() is None and time.time() < deadline
             time.sleep(0.05)
-        marker = status.read_marker(tmp_path)
-        assert marker["pid"] == proc.pid and status.run_status(tmp_path).state == "running"
+        marker = rd.read_marker(tmp_path)
+        assert marker["pid"] == proc.pid and rd.run_status(tmp_path).state == "running"
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    now = status.run_status(tmp_path)
+    now = rd.run_status(tmp_path)
     assert now.state == "interrupted" and now.message.startswith(f"killed (pid {proc.pid} gone")

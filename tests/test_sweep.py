@@ -94,7 +94,8 @@ def test_failing_jobs_do_not_stop_the_sweep_and_are_reported(tmp_path, subproces
     assert json.loads((good / "checkpoints" / "last.json").read_text())["finished"]
     assert "non-finite value (NaN/inf) in intrinsic_reward" in (nan_run / "error.txt").read_text()
     assert len(read_progress(nan_run)) == 2
-    assert (refused / "error.txt").read_text().startswith("invalid configuration: exploration=discrete_only cannot run here")
+    assert (refused / "error.txt").read_text().startswith(
+        "invalid configuration: exploration=discrete_only cannot run here")
     assert not (refused / "progress.csv").exists()
     for run in (nan_run, refused, good):
         assert not (run / "running.json").exists()

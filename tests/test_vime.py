@@ -1,17 +1,27 @@
-"""VIME (algos/exploration/vime.py): the closed forms, the batched second-order KL, the bonus's
-behaviour, and checkpointing."""
+"""VIME (algos/exploration/vime.py): the closed forms, the batched second-order KL, the hashed noise,
+the bonus's behaviour, and checkpointing."""
 
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from scipy import stats
 
 from algos.common.checks import ConfigError
-from algos.common.rollout import Rollout
-from algos.exploration.vime import (VIME, BayesianDynamics, elbo_loss, kl_factorised_gaussians,
-                                    log_likelihood, second_order_kl)
+from algos.common.rollout import Rollout, Transitions
+from algos.exploration.vime import (
+    VIME,
+    BayesianDynamics,
+    elbo_loss,
+    hashed_noise,
+    kl_factorised_gaussians,
+    log_likelihood,
+    row_keys,
+    second_order_kl,
+)
 from tests.conftest import TINY, learning_columns, read_progress, through_checkpoint, train_in_process
+from tests.helpers import iterate
 
 
 def tiny_bnn(sizes=(3, 4, 2), seed=0, rho_jitter=0.5) -> BayesianDynamics:
@@ -117,9 +127,9 @@ def test_hand_derived_training_gradient_matches_autograd():
         offset = (bnn.params()[name].data_ptr() - base) // 8
         expected[offset:offset + p.numel()] = p.grad.numpy().ravel()
     np.testing.assert_allclose(gradient, expected, rtol=1e-9, atol=1e-12)
-    kl_prior = sum(float(kl_factorised_gaussians(params[k].detach(), F.softplus(params[k.replace("_mu", "_rho")].detach()),
-                                                 0.0, torch.tensor(0.5, dtype=torch.float64)))
-                   for k in params if "_mu" in k)
+    prior_sd = torch.tensor(0.5, dtype=torch.float64)
+    sd = {k: F.softplus(params[k.replace("_mu", "_rho")]).detach() for k in params if "_mu" in k}
+    kl_prior = sum(float(kl_factorised_gaussians(params[k].detach(), sd[k], 0.0, prior_sd)) for k in sd)
     assert nll == pytest.approx(float(loss.detach()) - kl_prior / 5.0, rel=1e-9)
     assert not np.array_equal(theta, bnn.theta)
 
@@ -133,9 +143,9 @@ def dynamics(s, a):
     return np.stack([s[..., 0] + 0.1 * s[..., 1], 0.9 * s[..., 1] + 0.5 * a[..., 0]], -1)
 
 
-def fake_rollout(rng, T=50, N=2, centre=0.0, spread=1.0) -> Rollout:
-    """T x N one-step episodes from the region centre ± spread (each step ends its episode, so
-    its successor is the listed final observation)."""
+def fake_rollout(rng, T=50, N=2, centre=0.0, spread=1.0) -> Transitions:
+    """The transitions of T x N one-step episodes from the region centre ± spread (each step ends
+    its episode, so its successor is the listed final observation)."""
     obs = (centre + spread * rng.uniform(-1, 1, (T, N, 2))).astype(np.float32)
     act = rng.uniform(-1, 1, (T, N, 1)).astype(np.float32)
     nxt = dynamics(obs, act).astype(np.float32)
@@ -143,7 +153,7 @@ def fake_rollout(rng, T=50, N=2, centre=0.0, spread=1.0) -> Rollout:
     return Rollout(obs=obs, actions=act, rewards_ext=np.zeros((T, N)), terminated=np.ones((T, N), bool),
                    truncated=np.zeros((T, N), bool), episode_step=np.zeros((T, N), np.int64),
                    last_obs=np.zeros((N, 2), np.float32), final_index=np.stack([t.ravel(), i.ravel()], 1),
-                   final_obs=nxt.reshape(T * N, 2))
+                   final_obs=nxt.reshape(T * N, 2)).transitions()
 
 
 def make_vime(seed=0, **overrides):
@@ -154,20 +164,75 @@ def make_vime(seed=0, **overrides):
 def test_first_iteration_has_no_bonus_and_successors_are_the_true_ones():
     vime, rng = make_vime(), np.random.default_rng(0)
     rollout = fake_rollout(rng)
-    assert np.all(vime.intrinsic_reward(rollout) == 0)           # the reference's `itr > 0`
-    vime.update(rollout)
+    r, metrics = iterate(vime, rollout)                          # pool 100 >= min_pool_size: trains after
+    assert r.shape == (100,) and np.all(r == 0)                  # the reference's `itr > 0`
+    assert vime.trainings == 1 and np.isfinite(metrics["nll"]) and metrics["pool_size"] == 100
+    assert not {"kl_mean", "kl_median", "kl_max"} & metrics.keys()
     pool = vime.pool.data[:vime.pool.size]
     np.testing.assert_allclose(pool[:, 3:], dynamics(pool[:, :2], pool[:, 2:3]), atol=1e-6)
     r = vime.intrinsic_reward(fake_rollout(rng))
-    assert r.shape == (50, 2) and np.all(r > 0) and np.all(r <= 1000)
+    assert r.shape == (100,) and np.all(r > 0) and np.all(r <= 1000)
+
+
+def test_no_bonus_until_the_model_trained_and_the_bonus_keeps_the_stats_it_trained_with():
+    vime, rng = make_vime(min_pool_size=250), np.random.default_rng(1)
+    for pool_size in (100, 200):                                 # below min_pool_size: no training
+        r, metrics = iterate(vime, fake_rollout(rng))
+        assert np.all(r == 0) and vime.trainings == 0 and metrics == {"pool_size": float(pool_size)}
+        assert vime.input_stats is None
+    r, metrics = iterate(vime, fake_rollout(rng))                # pool 300: scored untrained, then trains
+    assert np.all(r == 0) and vime.trainings == 1 and "nll" in metrics
+    mean, std = vime.input_stats                                 # the pool the model was trained on
+    pool = vime.pool.data[:300, :3].astype(np.float64)
+    np.testing.assert_allclose(mean, pool.mean(0))
+    np.testing.assert_allclose(std, pool.std(0))
+    probe = fake_rollout(rng)
+    first = vime.intrinsic_reward(probe)
+    assert np.all(first > 0)
+    vime.observe(fake_rollout(rng, centre=3.0))                  # moves the pool's statistics, not the bonus's
+    assert not np.allclose(vime.pool.stats()[0], mean)
+    assert vime.input_stats[0] is mean
+    np.testing.assert_array_equal(vime.intrinsic_reward(probe), first)
+    x, y = vime.pool.standardise(np.concatenate([probe.obs, probe.actions, probe.next_obs], 1), (mean, std))
+    keys = row_keys(np.concatenate([probe.obs, probe.actions, probe.next_obs], 1), vime.noise_key ^ np.uint64(1))
+    noise = hashed_noise(keys, vime.n_samples, vime.bnn.sizes[1:])
+    expected = second_order_kl(vime.bnn.params(), vime.bnn.likelihood_sd, torch.from_numpy(x), torch.from_numpy(y),
+                               [torch.from_numpy(e) for e in noise], vime.step_size, vime.kl_form).numpy()
+    np.testing.assert_allclose(first, np.clip(expected, 0, 1000), rtol=1e-6)
+    vime.update(probe)                                            # a second model: new noise, new stats
+    assert vime.trainings == 2 and vime.input_stats[0] is not mean
+    assert not np.allclose(vime.intrinsic_reward(probe), first)
+
+
+def test_hashed_noise_is_standard_normal_deterministic_and_independent():
+    rows = np.random.default_rng(2).standard_normal((4000, 5)).astype(np.float32)
+    keys = row_keys(rows, np.uint64(12345))
+    assert keys.dtype == np.uint64 and len(np.unique(keys)) == len(rows)
+    noise = hashed_noise(keys, 10, [32, 2])
+    assert [e.shape for e in noise] == [(4000, 10, 32), (4000, 10, 2)] and noise[0].dtype == np.float32
+    flat = np.concatenate([e.reshape(len(rows), -1) for e in noise], 1).astype(np.float64)  # [4000, 340]
+    assert stats.kstest(flat.ravel(), "norm").pvalue > 1e-3
+    assert abs(flat.mean()) < 0.005 and abs(flat.std() - 1) < 0.005    # 1.36M draws: sd of the mean 0.001
+    corr = np.corrcoef(flat[:, :40].T)                                  # across draws and units of a row
+    assert np.abs(corr[np.triu_indices(40, 1)]).max() < 0.07           # sd 1/sqrt(4000) = 0.016
+    assert abs(np.corrcoef(flat[:-1, 0], flat[1:, 0])[0, 1]) < 0.07   # across rows
+    # a function of each row alone: the same noise in any batch, and for a copy of the row
+    again = hashed_noise(row_keys(rows[[7, 3, 7]], np.uint64(12345)), 10, [32, 2])
+    for e, f in zip(noise, again):
+        np.testing.assert_array_equal(f, e[[7, 3, 7]])
+    # another salt (model version) or a one-bit change of the row: unrelated noise
+    other = hashed_noise(row_keys(rows, np.uint64(12344)), 10, [32, 2])[0].reshape(len(rows), -1)
+    assert abs(np.corrcoef(flat[:, :320].ravel(), other.ravel())[0, 1]) < 0.01
+    nudged = rows.copy()
+    nudged[:, 0] = np.nextafter(nudged[:, 0], np.float32(np.inf))
+    assert not np.any(row_keys(nudged, np.uint64(12345)) == keys)
 
 
 def test_information_gain_is_larger_for_transitions_unlike_the_pool():
     vime, rng = make_vime(n_updates_per_sample=1000, replay_pool_size=5000), np.random.default_rng(0)
     for _ in range(5):                                           # pool: s in [-1, 1]²
-        vime.intrinsic_reward(r := fake_rollout(rng))
-        vime.update(r)
-    assert vime.pool.size == 500
+        iterate(vime, fake_rollout(rng))
+    assert vime.pool.size == 500 and vime.trainings == 5
     s = rng.uniform(-1, 1, (200, 2)).astype(np.float32)
     a = rng.uniform(-1, 1, (200, 1)).astype(np.float32)
     familiar = vime.information_gain(s, a, dynamics(s, a).astype(np.float32))
@@ -177,21 +242,27 @@ def test_information_gain_is_larger_for_transitions_unlike_the_pool():
     assert np.mean(novel > np.median(familiar)) > 0.95
 
 
-def test_state_dict_round_trip_reproduces_rewards_and_training():
+@pytest.mark.parametrize("restore_seed", [
+    1,  # the run's own seed, as the runner resumes
+    7,  # another seed: the checkpoint carries the bonus's noise key too
+])
+def test_state_dict_round_trip_reproduces_rewards_and_training(restore_seed):
     rng = np.random.default_rng(0)
     rollouts = [fake_rollout(rng) for _ in range(6)]
     original = make_vime(seed=1)
     for r in rollouts[:3]:
-        original.intrinsic_reward(r)
-        original.update(r)
+        iterate(original, r)
     saved = through_checkpoint(original.state_dict())  # as the runner's checkpoints store it
-    restored = make_vime(seed=7)  # another seed: everything must come from the state
+    restored = make_vime(seed=restore_seed)  # everything (but the seed's noise key, see above) from the state
     restored.load_state_dict(saved)
+    assert restored.trainings == original.trainings == 3
     for r in rollouts[3:]:
-        a, b = original.intrinsic_reward(r), restored.intrinsic_reward(r)
+        (a, metrics_a), (b, metrics_b) = iterate(original, r), iterate(restored, r)
         assert np.array_equal(a, b) and a.max() > 0
-        assert original.update(r) == restored.update(r)
+        assert metrics_a == metrics_b
     assert np.array_equal(original.bnn.theta, restored.bnn.theta)
+    for x, y in zip(original.input_stats, restored.input_stats):
+        np.testing.assert_array_equal(x, y)
 
 
 def test_invalid_configuration_is_refused():
@@ -220,5 +291,19 @@ def test_resume_after_checkpoint_equals_uninterrupted_run(tmp_path, env):
     assert learning_columns(run) == learning_columns(ref)
     assert float(ref[0]["bonus_raw_mean"]) == 0 and all(float(r["bonus_raw_mean"]) > 0 for r in ref[1:])
     assert float(ref[-1]["expl_pool_size"]) == 500                 # FIFO at capacity
+    assert "expl_nll" in ref[-1] and "expl_kl_mean" not in ref[-1]
+
+
+def test_model_benchmark_runs_from_bench_exploration(capsys):
+    from runner.bench_exploration import main
+
+    threads = torch.get_num_threads()
+    try:
+        main(["--vime-model", "--transitions", "40", "--updates", "10"])
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out
+    assert "per-transition KL (exact" in out and "per-transition KL (quadratic" in out
+    assert "BNN training, 10 Adam steps" in out
 
 # The VIME canary lives with the others in tests/test_canary.py.

@@ -13,25 +13,28 @@ discounted return):
      learning rate annealed linearly to zero over the run, and an optional early stop when the
      approximate KL exceeds `target_kl`.
 
-With MLP networks (the default) each minibatch's gradient is computed in closed form: the
-derivative of the loss above with respect to the networks' outputs, then the MLPs' backward
-pass written out (FastMLP in algos/common/fast_mlp.py). That is the same gradient as autograd's (tested),
-about twice as fast at 64-sample minibatches; other networks use autograd on `ppo_loss`.
+Each minibatch's gradient is autograd's on `ppo_loss` (`autograd_step`). With MLP networks,
+`agent.gradient: closed_form` (the default) computes the same gradient in closed form instead, about
+twice as fast on CPU: a fast path kept in algos/common/fast/ppo_gradient.py, tested against autograd.
 """
 from __future__ import annotations
 
+import logging
 from typing import Sequence
 
 import numpy as np
 import torch
 
 from algos.agents.base import OnPolicyAgent
-from algos.common.checks import check_finite, require, require_positive
-from algos.common.distributions import HALF_LOG_2PI
-from algos.common.fast_mlp import FastMLP, FlatAdam, FlatParameters, mlp_parts
+from algos.common.checks import check_finite, require, require_choice, require_positive
+from algos.common.fast.mlp import FlatAdam, FlatParameters
+from algos.common.fast.ppo_gradient import ClosedFormPPOGradient
 from algos.common.nets import make_policy, network
 from algos.common.normalizers import DiscountedReturnScaler
 from algos.common.rollout import Rollout
+
+log = logging.getLogger("explorebench")
+GRADIENTS = ("closed_form", "autograd")
 
 
 def ppo_loss(policy, critic, obs, actions, old_logp, adv, returns, old_values, clip_coef: float,
@@ -59,12 +62,13 @@ class PPO(OnPolicyAgent):
                  gae_lambda: float = 0.95, update_epochs: int = 10, num_minibatches: int = 32,
                  clip_coef: float = 0.2, clip_value_loss: bool = True, ent_coef: float = 0.0,
                  vf_coef: float = 0.5, max_grad_norm: float = 0.5, target_kl: float | None = None,
-                 normalize_advantages: bool = True, normalize_observations: bool = True,
-                 normalize_rewards: bool = True, obs_clip: float = 10.0, reward_clip: float = 10.0,
-                 hidden: Sequence[int] = (64, 64), activation: str = "tanh", cnn: str = "nature"):
+                 normalise_advantages: bool = True, normalise_observations: bool = True,
+                 normalise_rewards: bool = True, obs_clip: float = 10.0, reward_clip: float = 10.0,
+                 hidden: Sequence[int] = (64, 64), activation: str = "tanh", cnn: str = "nature",
+                 gradient: str = "closed_form"):
         super().__init__(observation_space, action_space, batch_size=batch_size, num_envs=num_envs,
                          gamma=gamma, gae_lambda=gae_lambda,
-                         normalize_observations=normalize_observations, obs_clip=obs_clip,
+                         normalise_observations=normalise_observations, obs_clip=obs_clip,
                          device=device, seed=seed)
         require_positive("agent.learning_rate", learning_rate, integer=False)
         require_positive("agent.update_epochs", update_epochs)
@@ -75,13 +79,14 @@ class PPO(OnPolicyAgent):
         require_positive("agent.max_grad_norm", max_grad_norm, integer=False)
         require(target_kl is None or target_kl > 0, "agent.target_kl",
                 f"must be null or a positive number, got {target_kl!r}")
+        require_choice("agent.gradient", gradient, GRADIENTS)
         self.num_iterations, self.learning_rate, self.anneal_lr = num_iterations, learning_rate, anneal_lr
         self.update_epochs, self.num_minibatches = update_epochs, num_minibatches
         self.clip_coef, self.clip_value_loss = clip_coef, clip_value_loss
         self.ent_coef, self.vf_coef = ent_coef, vf_coef
         self.max_grad_norm, self.target_kl = max_grad_norm, target_kl
-        self.normalize_advantages = normalize_advantages
-        self.reward_scaler = DiscountedReturnScaler(gamma, reward_clip, num_envs) if normalize_rewards else None
+        self.normalise_advantages = normalise_advantages
+        self.reward_scaler = DiscountedReturnScaler(gamma, reward_clip, num_envs) if normalise_rewards else None
         # CleanRL's initialisation: orthogonal, gain sqrt(2); policy output 0.01, critic output 1.
         self.policy = make_policy(observation_space, action_space, hidden, activation,
                                   orthogonal_init=True, out_gain=0.01, cnn=cnn).to(self.device)
@@ -89,13 +94,18 @@ class PPO(OnPolicyAgent):
                               out_gain=1.0, cnn=cnn).to(self.device)
         self.flat = FlatParameters([*self.policy.parameters(), *self.critic.parameters()])
         self.optimizer = FlatAdam(self.flat, lr=learning_rate, eps=1e-5)
-        policy_net = self.policy.logits if self.discrete else self.policy.mean
-        policy_parts, critic_parts = mlp_parts(policy_net), mlp_parts(self.critic)
-        self.closed_form = policy_parts is not None and critic_parts is not None
-        if self.closed_form:
-            self.policy_mlp, self.critic_mlp = FastMLP(*policy_parts), FastMLP(*critic_parts)
+        # Minibatch gradients: autograd on ppo_loss, or the same gradient in closed form (a fast
+        # path for MLP networks, algos/common/fast/ppo_gradient.py).
+        self.gradient, self.gradient_step = "autograd", self.autograd_step
+        if gradient == "closed_form" and ClosedFormPPOGradient.applicable(self.policy, self.critic):
+            self.gradient, self.gradient_step = "closed_form", ClosedFormPPOGradient(
+                self.policy, self.critic, clip_coef=clip_coef, clip_value_loss=clip_value_loss,
+                vf_coef=vf_coef, ent_coef=ent_coef)
+        elif gradient == "closed_form":
+            log.info("agent.gradient=closed_form needs MLP policy and critic networks, and these "
+                     "have a CNN torso: PPO computes its gradients with autograd instead")
         self.iteration = 0
-        self.setup_numpy_acting()
+        self.setup_fast_acting()
 
     @torch.no_grad()
     def value(self, obs: np.ndarray, episode_step: np.ndarray | None = None) -> np.ndarray:
@@ -122,7 +132,6 @@ class PPO(OnPolicyAgent):
 
         # 2. clipped-surrogate epochs over shuffled minibatches
         n, mb = obs.shape[0], obs.shape[0] // self.num_minibatches
-        minibatch_step = self.closed_form_step if self.closed_form else self.autograd_step
         epochs = 0
         for _ in range(self.update_epochs):
             epochs += 1
@@ -131,10 +140,10 @@ class PPO(OnPolicyAgent):
             # Gather the epoch's minibatches at once; normalise advantages per minibatch.
             mb_obs, mb_act, mb_logp = obs[order], actions[order], old_logp[order]
             mb_ret, mb_val, mb_adv = ret_t[order], old_values[order], adv_t[order]
-            if self.normalize_advantages:
+            if self.normalise_advantages:
                 mb_adv = (mb_adv - mb_adv.mean(1, keepdim=True)) / (mb_adv.std(1, keepdim=True) + 1e-8)
             for k in range(self.num_minibatches):
-                pg_loss, v_loss, log_ratio = minibatch_step(
+                pg_loss, v_loss, log_ratio = self.gradient_step(
                     mb_obs[k], mb_act[k], mb_logp[k], mb_adv[k], mb_ret[k], mb_val[k])
                 grad_norm = self.flat.clip_grad_norm(self.max_grad_norm)
                 self.optimizer.step()
@@ -156,68 +165,14 @@ class PPO(OnPolicyAgent):
                 "explained_variance": float(explained)}
 
     def autograd_step(self, obs, actions, old_logp, adv, returns, old_values):
-        """Gradient of ppo_loss by autograd, into the flat gradient buffer."""
+        """Gradient of ppo_loss by autograd, into the flat gradient buffer; returns (policy loss,
+        value loss, log-ratio)."""
         loss, pg_loss, v_loss, log_ratio = ppo_loss(
             self.policy, self.critic, obs, actions, old_logp, adv, returns, old_values,
             self.clip_coef, self.clip_value_loss, self.vf_coef, self.ent_coef)
         self.flat.zero_grad()
         loss.backward()
         return pg_loss.detach(), v_loss.detach(), log_ratio.detach()
-
-    @torch.no_grad()
-    def closed_form_step(self, obs, actions, old_logp, adv, returns, old_values):
-        """The gradient of ppo_loss written out, for MLP policy and critic.
-
-        Policy: with r = exp(log pi - log pi_old), the loss term max(-A r, -A clip(r)) has
-        d/dr = -A on the unclipped branch and -A * 1[r inside the clip range] on the clipped one;
-        d log pi / d mean = z / sigma, d log pi / d log sigma = z^2 - 1 (z = (a - mean) / sigma),
-        d log pi / d logits = onehot(a) - softmax(logits). Entropy: d H / d log sigma = 1,
-        d H / d logits = -p (log p + H). Value: d/dv of vf_coef * 0.5 * max(e_u^2, e_c^2) is
-        vf_coef * e_u, or vf_coef * e_c * 1[|v - v_old| <= clip] on the clipped branch."""
-        B, c = obs.shape[0], self.clip_coef
-        out, hidden = self.policy_mlp.forward(obs)
-        if self.discrete:
-            log_p = torch.log_softmax(out, -1)
-            p = log_p.exp()
-            onehot = torch.zeros_like(out).scatter_(1, actions.unsqueeze(1), 1.0)
-            logp = (log_p * onehot).sum(-1)
-        else:
-            log_std = self.policy.log_std
-            inv_std = torch.exp(-log_std)
-            z = (actions - out) * inv_std
-            logp = -0.5 * z.square().sum(-1) - log_std.sum() - HALF_LOG_2PI * out.shape[1]
-        log_ratio = logp - old_logp
-        ratio = log_ratio.exp()
-        clipped = ratio.clamp(1 - c, 1 + c)
-        surr_unclipped, surr_clipped = -adv * ratio, -adv * clipped
-        g_ratio = torch.where(surr_unclipped >= surr_clipped, -adv, -adv * (ratio == clipped)) / B
-        g_logp = (g_ratio * ratio).unsqueeze(1)
-        if self.discrete:
-            g_out = g_logp * (onehot - p)
-            if self.ent_coef:
-                entropy = -(p * log_p).sum(-1, keepdim=True)
-                g_out += (self.ent_coef / B) * p * (log_p + entropy)
-        else:
-            g_out = g_logp * z * inv_std
-            torch.sum(g_logp * (z.square() - 1), 0, out=self.policy.log_std.grad)
-            if self.ent_coef:
-                self.policy.log_std.grad -= self.ent_coef
-        self.policy_mlp.backward(obs, hidden, g_out)
-
-        v, v_hidden = self.critic_mlp.forward(obs)
-        v = v.squeeze(-1)
-        err = v - returns
-        v_sq = err.square()
-        if self.clip_value_loss:
-            delta = v - old_values
-            err_clipped = old_values + delta.clamp(-c, c) - returns
-            v_sq_clipped = err_clipped.square()
-            g_v = torch.where(v_sq >= v_sq_clipped, err, err_clipped * (delta.abs() <= c))
-            v_sq = torch.max(v_sq, v_sq_clipped)
-        else:
-            g_v = err
-        self.critic_mlp.backward(obs, v_hidden, (self.vf_coef / B) * g_v.unsqueeze(1))
-        return torch.max(surr_unclipped, surr_clipped).mean(), 0.5 * v_sq.mean(), log_ratio
 
     def state_dict(self) -> dict:
         return {"policy": self.policy.state_dict(), "critic": self.critic.state_dict(),

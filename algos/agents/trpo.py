@@ -82,13 +82,13 @@ class TRPO(OnPolicyAgent):
                  gamma: float = 0.99, gae_lambda: float = 1.0, max_kl: float = 0.01,
                  cg_iters: int = 10, cg_damping: float = 1e-5, fvp_subsample: float = 1.0,
                  backtrack_ratio: float = 0.8, max_backtracks: int = 15,
-                 normalize_advantages: bool = True, normalize_observations: bool = False,
+                 normalise_advantages: bool = True, normalise_observations: bool = False,
                  obs_clip: float = 10.0, policy_hidden: Sequence[int] = (64, 32),
                  activation: str = "tanh", init_log_std: float = 0.0, cnn: str = "nature",
                  baseline: dict | None = None):
         super().__init__(observation_space, action_space, batch_size=batch_size, num_envs=num_envs,
                          gamma=gamma, gae_lambda=gae_lambda,
-                         normalize_observations=normalize_observations, obs_clip=obs_clip,
+                         normalise_observations=normalise_observations, obs_clip=obs_clip,
                          device=device, seed=seed)
         require_positive("agent.max_kl", max_kl, integer=False)
         require_positive("agent.cg_iters", cg_iters)
@@ -106,12 +106,12 @@ class TRPO(OnPolicyAgent):
         self.max_kl, self.cg_iters, self.cg_damping = max_kl, cg_iters, cg_damping
         self.fvp_subsample = fvp_subsample
         self.backtrack_ratio, self.max_backtracks = backtrack_ratio, max_backtracks
-        self.normalize_advantages = normalize_advantages
+        self.normalise_advantages = normalise_advantages
         self.policy = make_policy(observation_space, action_space, policy_hidden, activation,
                                   init_log_std, cnn=cnn).to(self.device)
         self.baseline = BASELINES[baseline.pop("kind")](observation_space, device=self.device,
                                                        generator=self.generator, cnn=cnn, **baseline)
-        self.setup_numpy_acting()
+        self.setup_fast_acting()
 
     def value(self, obs: np.ndarray, episode_step: np.ndarray) -> np.ndarray:
         if self.obs_rms is not None:
@@ -129,7 +129,7 @@ class TRPO(OnPolicyAgent):
         residual = flat_returns - self.baseline.predict(obs_np, steps)
         metrics["explained_variance"] = float(1.0 - residual.var() / (flat_returns.var() + 1e-8))
         adv = rollout.flat(adv)
-        if self.normalize_advantages:
+        if self.normalise_advantages:
             adv = (adv - adv.mean()) / (adv.std() + 1e-8)
         obs = self.tensor(obs_np)
         actions = self.actions_tensor(rollout)

@@ -1,7 +1,8 @@
 """Action distributions as plain tensor formulas (cheaper than torch.distributions in hot loops).
 
 A policy returns its distribution parameters as a tuple; these classes turn parameter tuples into
-samples, log-probabilities, entropies and KL divergences, each per sample (shape [B]).
+samples, modes (the deterministic action), log-probabilities, entropies and KL divergences, each
+per sample (shape [B]).
 """
 from __future__ import annotations
 
@@ -20,6 +21,11 @@ class DiagGaussian:
         mean, log_std = params
         noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
         return mean + log_std.exp() * noise
+
+    @staticmethod
+    def mode(params):
+        """The mean (draws nothing)."""
+        return params[0]
 
     @staticmethod
     def log_prob(params, actions):
@@ -53,6 +59,11 @@ class Categorical:
         (logits,) = params
         probs = torch.softmax(logits, -1)
         return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+    @staticmethod
+    def mode(params):
+        """The most probable action (draws nothing)."""
+        return params[0].argmax(-1)
 
     @staticmethod
     def log_prob(params, actions):

@@ -1,7 +1,7 @@
 """#Exploration's learned hash (Tang et al., NIPS 2017, §2.3): AE-SimHash, "TRPO-AE-SimHash" of Table 1.
 
 An autoencoder with a sigmoid code layer b(s) in [0, 1]^D learns a binary code of the states; the
-count bonus is then SimHash applied to the rounded code (papers.md §3):
+count bonus is then SimHash applied to the rounded code (docs/papers.md §3):
 
   1. code     b(s) = sigmoid(f(g(s)) + u),  u ~ U(-a, a) during training only, a = 0.3 (the noise
               pushes the pre-activations away from 0 so that the code saturates, as in semantic hashing)
@@ -15,7 +15,7 @@ count bonus is then SimHash applied to the rounded code (papers.md §3):
 The input g(s): for pixels the latest frame of the stack (last channel), average-pooled by
 `pixel_downsample`, scaled to [0, 1]; for vectors the observation itself.
 
-Architecture (the paper's AE details, appendix A, are NOT FOUND in papers.md; these are our choices,
+Architecture (the paper's AE details, appendix A, are NOT FOUND in docs/papers.md; these are our choices,
 kept small for a CPU):
   - pixels, 1 x 42 x 42: conv 16 4x4/2 -> conv 32 3x3/2 -> conv 32 3x3/2 (ReLU) -> linear D ->
     batch norm (the code pre-activation); decoder: linear -> 32 x 6 x 6 -> transposed convs
@@ -43,10 +43,17 @@ from torch import nn
 
 from algos.common.buffers import RingBuffer
 from algos.common.checks import check_finite, require_in_range, require_positive
-from algos.common.rollout import Rollout
+from algos.common.rollout import Transitions
 from algos.exploration.base import ExplorationMethod, Requirements
-from algos.exploration.simhash import (CHUNK, PAPER_BUCKET_SIZES, CodeCounter, SimHash,
-                                       check_hash_config, is_pixels, latest_frame)
+from algos.exploration.simhash import (
+    CHUNK,
+    PAPER_BUCKET_SIZES,
+    CodeCounter,
+    SimHash,
+    check_hash_config,
+    is_pixels,
+    latest_frame,
+)
 
 
 def code_norm(code_dim: int, scale: float = 3.0) -> nn.BatchNorm1d:
@@ -111,7 +118,7 @@ class MlpAE(nn.Module):
 class AESimHashCount(ExplorationMethod):
     """TRPO-AE-SimHash: counts of SimHash(round(b(s))) for the AE code b(s)."""
 
-    requires = Requirements(agent_families=("on_policy",))  # prices whole rollouts, like the paper's TRPO
+    requires = Requirements(agent_families=("on_policy", "off_policy"))
 
     def __init__(self, observation_space, action_space, *, seed: int = 0, device="cpu",
                  dim_key: int = 64, code_dim: int = 256, noise: float = 0.3, binarisation: float = 10.0,
@@ -183,14 +190,17 @@ class AESimHashCount(ExplorationMethod):
         return nll + self.binarisation * binary, {"ae_nll": nll.item(), "ae_binarisation": binary.item()}
 
     # -- the exploration contract --------------------------------------------------------------------
-    def intrinsic_reward(self, rollout: Rollout) -> np.ndarray:
-        r = self.counter.bonus(rollout.obs, lambda: self.codes(rollout.flat(rollout.obs)))
-        return r.reshape(rollout.num_steps, rollout.num_envs)
+    def observe(self, transitions: Transitions) -> None:
+        """Count the batch with the current AE's codes, and keep its inputs for the AE's training."""
+        self.counter.count(self.codes(transitions.obs))
+        self.replay.add(self._inputs(transitions.obs))
 
-    def update(self, rollout: Rollout) -> dict:
-        """Count the batch (with the codes that priced it), then train the AE on recent states."""
-        metrics = self.counter.count(rollout.obs, lambda: self.codes(rollout.flat(rollout.obs)))
-        self.replay.add(self._inputs(rollout.flat(rollout.obs)))
+    def intrinsic_reward(self, transitions: Transitions) -> np.ndarray:
+        return self.counter.bonus(self.codes(transitions.obs))
+
+    def update(self, transitions: Transitions, feedback=None) -> dict:
+        """Train the AE on recent states (Eq. 4)."""
+        metrics, parts = self.counter.metrics(), {}
         for _ in range(self.train_steps):
             loss, parts = self.loss(self.replay.sample(self.rng, self.minibatch_size))
             check_finite("exploration (ae_simhash)", ae_loss=loss)

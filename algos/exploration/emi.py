@@ -37,9 +37,9 @@ Intrinsic reward (`intrinsic_reward` config key), computed before any update on 
 
 Continuous actions enter psi and e clipped to the action bounds (the code's clip_actions); discrete
 actions one-hot. Pixel observations ([C, H, W] uint8 stacks) are embedded from their last frame
-only, with the conv torso 16x8x8/4 -> 32x4x4/2 -> fc 256 (ReLU). All hyperparameters: papers.md §5.
+only, with the conv torso 16x8x8/4 -> 32x4x4/2 -> fc 256 (ReLU). All hyperparameters: docs/papers.md §5.
 
-* Equation numbers marked * follow the method summary in shared/seeds/001 (the paper's own text was
+* Equation numbers marked * follow the method summary of docs/papers.md §5 (seed 001) (the paper's own text was
   not available to us, so its numbering is not checked); the terms and weights follow the reference
   code, dsae/dsae.py and dsae/calc_utils.py of snu-mllab/EMI.
 """
@@ -56,7 +56,7 @@ from torch import nn
 
 from algos.common.checks import check_finite, require_choice, require_positive
 from algos.common.nets import AtariCNN, action_kind, mlp, observation_kind
-from algos.common.rollout import Rollout
+from algos.common.rollout import Transitions
 from algos.exploration.base import ExplorationMethod, Requirements
 
 REWARDS = ("residual", "diversity")
@@ -245,40 +245,25 @@ class EMI(ExplorationMethod):
         self.optimizer = torch.optim.Adam(self.nets.parameters(), lr=learning_rate)
         self.rng = np.random.Generator(np.random.PCG64(seed))  # minibatch order
         self.updates = 0
-        self._cached: tuple | None = None  # (rollout, transitions) from intrinsic_reward to update
 
     # -- data -----------------------------------------------------------------------------------
-    def _transitions(self, rollout: Rollout) -> dict:
-        """s, a, s' flattened to [T * N, ...] on the device (pixels reduced to the last frame), and
-        `successor`: for row i, the row of cat([s, extra]) that holds s'_i. Successors inside the
-        batch are s_{i+N}; only episode ends and the last step need rows of their own (`extra`),
-        so that the bonus embeds every distinct state once."""
-        if self._cached is not None and self._cached[0] is rollout:
-            return self._cached[1]
-        T, N = rollout.num_steps, rollout.num_envs
+    def _data(self, transitions: Transitions) -> dict:
+        """s, a, s' on the device (pixels reduced to the last frame), and the batch's successor
+        encoding: phi of every distinct state is computed once, over cat([s, extra]) (Transitions)."""
         frame = (lambda x: x[..., -1:, :, :]) if self.last_frame_only else (lambda x: x)
-        obs = frame(rollout.obs)
-        nxt = np.concatenate([obs[1:], frame(rollout.last_obs)[None]], 0)
-        if len(rollout.final_index):
-            nxt[rollout.final_index[:, 0], rollout.final_index[:, 1]] = frame(rollout.final_obs)
-        inside = ~rollout.episode_end.copy()
-        inside[-1] = False
-        inside = inside.reshape(-1)
-        successor = np.where(inside, np.arange(T * N) + N, T * N + np.cumsum(~inside) - 1)
+        obs = frame(transitions.obs)
         dtype = torch.uint8 if obs.dtype == np.uint8 else torch.float32
-        s = torch.as_tensor(rollout.flat(obs), dtype=dtype, device=self.device)
-        s2 = torch.as_tensor(rollout.flat(nxt), dtype=dtype, device=self.device)
-        a = torch.as_tensor(rollout.flat(rollout.actions), device=self.device)
+        tensor = lambda x: torch.as_tensor(x, dtype=dtype, device=self.device)  # noqa: E731
+        a = torch.as_tensor(transitions.actions, device=self.device)
         if self.discrete:
             a = F.one_hot(a.long().reshape(-1), int(self.action_space.n)).float()
         else:
-            a = a.float().reshape(len(s), -1)
+            a = a.float().reshape(len(obs), -1)
             if self.clip_actions:
                 a = torch.clamp(a, self.action_low, self.action_high)
-        data = {"s": s, "a": a, "s2": s2, "extra": s2[torch.as_tensor(~inside, device=self.device)],
-                "successor": torch.as_tensor(successor, device=self.device)}
-        self._cached = (rollout, data)
-        return data
+        return {"s": tensor(obs), "a": a, "s2": lambda: tensor(frame(transitions.next_obs)),
+                "extra": tensor(frame(transitions.extra_next_obs)),
+                "successor": torch.as_tensor(transitions.successor, device=self.device)}
 
     # -- bonus ----------------------------------------------------------------------------------
     @torch.no_grad()
@@ -295,8 +280,8 @@ class EMI(ExplorationMethod):
         return {"phi": phi_all[:len(s)], "phi_next": phi_all[data["successor"]], "phi_all": phi_all,
                 "psi": self._chunked(self.nets["psi"], a), "error": self._chunked(self.nets["error"], s, a)}
 
-    def intrinsic_reward(self, rollout: Rollout) -> np.ndarray:
-        data = self._transitions(rollout)
+    def intrinsic_reward(self, transitions: Transitions) -> np.ndarray:
+        data = self._data(transitions)
         z = self.embed(data)
         if self.reward_kind == "residual":  # the paper's r_i
             r = (z["phi_next"] - z["phi"] - z["psi"] - z["error"]).pow(2).sum(1).double().cpu().numpy()
@@ -309,7 +294,7 @@ class EMI(ExplorationMethod):
             r = -sim[data["successor"].cpu().numpy()]
             if self.diversity_form == "relative":
                 r += sim[:n]
-        return r.reshape(rollout.rewards_ext.shape)
+        return r
 
     # -- embedding update -----------------------------------------------------------------------
     def loss(self, s: torch.Tensor, a: torch.Tensor, s2: torch.Tensor) -> tuple[torch.Tensor, dict]:
@@ -333,16 +318,16 @@ class EMI(ExplorationMethod):
         return total, {"loss": total, "residual": residual, "error_norm": error_norm,
                        "mi_action": LOG4 - mi_action, "mi_obs": LOG4 - mi_obs, "action_kl": action_kl}
 
-    def update(self, rollout: Rollout) -> dict:
-        data = self._transitions(rollout)
-        self._cached = None
+    def update(self, transitions: Transitions, feedback=None) -> dict:
+        data = self._data(transitions)
+        next_states = data["s2"]()
         n = len(data["s"])
         size = min(self.minibatch_size, n)
         sums: dict = {}
         steps = 0
         for _ in range(self.epochs):
             order = torch.as_tensor(self.rng.permutation(n), device=self.device)
-            s, a, s2 = data["s"][order], data["a"][order], data["s2"][order]
+            s, a, s2 = data["s"][order], data["a"][order], next_states[order]
             for start in range(0, n - size + 1, size):  # the last partial minibatch is dropped
                 mb = slice(start, start + size)
                 total, parts = self.loss(s[mb], a[mb], s2[mb])
@@ -367,4 +352,3 @@ class EMI(ExplorationMethod):
         self.optimizer.load_state_dict(state["optimizer"])
         self.rng.bit_generator.state = state["rng"]
         self.updates = state["updates"]
-        self._cached = None

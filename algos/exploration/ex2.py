@@ -18,7 +18,9 @@ which we maximise as the reference code does: Bernoulli log-likelihood - kl_weig
 sample per pair (reparameterised), the KL in closed form (`kl_to_standard_normal`).
 
 Algorithm (the project page's box, and `parallel_trpo/batch_polopt.py` of jcoreyes/ex2 with its
-default `eval_first=False`), once per policy iteration, all inside `intrinsic_reward`:
+default `eval_first=False`), once per policy iteration: `observe` takes the batch as the next
+exemplars, `update` (called before `intrinsic_reward`: `fit_before_scoring`) does steps 1-2, and
+`intrinsic_reward` step 3:
 
   1. if the replay holds >= min_replay_size states: train the discriminator for `first_train_itrs`
      steps the first time, `train_itrs` after, each on `batch_size` positive pairs (x, x), label 1,
@@ -32,413 +34,66 @@ default `eval_first=False`), once per policy iteration, all inside `intrinsic_re
 The discriminator is trained on the batch before the batch is scored, because that is EX2's
 algorithm: the batch's states are the exemplars, and the density they are scored under is that of
 the PAST states (the negatives never include the batch), so the bonus still measures novelty with
-respect to the past, as the exploration contract asks. `fit_before_scoring: false` scores first and
-trains in `update` (the reference's `eval_first=True`). "States" are observations concatenated with
+respect to the past. `fit_before_scoring: false` scores first and trains in `update` after the agent's
+update (the reference's `eval_first=True`). Scoring is pure and per row, so an off-policy agent can
+price replay minibatches with the amortized model. "States" are observations concatenated with
 actions when `use_actions` (discrete actions one-hot); on pixels, the LAST frame [H, W] of each
-observation stack, without actions (the Atari runs, papers.md §4).
+observation stack, without actions (the Atari runs, docs/papers.md §4).
 
-Two architectures (§4.3):
-
-- `EX2` (amortized multi-exemplar): one network conditioned on the exemplar. Two encoders (the
-  reference's Siamese model, models/siamese.py): for each, an MLP of `hidden_sizes` plus one more
-  tanh layer of hidden_sizes[0] units, then a mean and a log-variance MLP (`hidden_sizes`, tanh) to a
-  latent of `feature_dim` (default hidden_sizes[-1] // 2). Encoder 1 reads the exemplar x*, encoder
-  2 the query x; the two sampled latents are concatenated and classified by an MLP (`hidden_sizes`,
-  tanh) with a sigmoid output: D(x*, x).
-- `EX2KExemplar` (K-exemplar): K discriminators D_1..D_K, one per group of adjacent states of the
-  batch, sharing everything but the last layer: one encoder (as above) -> sampled latent z -> shared
-  classifier hidden layers -> discriminator k's own linear output -> sigmoid. The batch is read
-  trajectory by trajectory (environment-major: env 0's steps in time order, then env 1's, ...) and
-  cut into K contiguous groups of ceil(T * N / K) states (adjacency as temporal regularisation,
-  §4.3); group k's states are the positives of D_k. Every training pair is routed to one
-  discriminator: positive i to its group's, and negative i (from the replay) to the same one as
-  positive i, so each discriminator sees as many positives as negatives (balanced, as Eq. 1
-  assumes). A state of group k is scored by D_k(x) with the deterministic latent: Eq. 3 holds for
-  a set B of exemplars up to the constant factor P_B(x*) ~ 1/|B|, which the median subtraction
-  removes. K = 1 is one discriminator of the whole batch against the past. The paper gives no
-  code, nor a value of K for its runs (papers.md §4): `num_discriminators` is ours to choose.
-  Discriminators carry over between iterations (group k of one batch covers about the same time
-  window of the episodes as group k of the next).
-
-Pixels (EX2's Atari runs, papers.md §4; conf/exploration/ex2_atari.yaml): the amortized model with
-Siamese conv encoders (`_SiameseConv`, driven by `_ConvLatentDiscriminator`). Each encoder reads one
-frame, the last of the stack (42x42 in the paper), scaled from uint8 to [0, 1], through conv layers
-(16, 8) of 4x4 kernels with stride 2 (the reference's SiameseConv as papers.md §4 gives it), then the
-vector model's trunk and heads (hidden (64,)) to a latent of 32; the classifier is the vector
-model's. Same objective (`negative_eq5_objective`), pairs, replay, schedule and scoring (the EX2
-class picks the model by the observation kind), but autograd and torch.optim.Adam on the run's
-`device` instead of the hand-written CPU step, since convolutions dominate there (about 50 ms per
-step of 2 x 128 pairs on one CPU thread, i.e. ~50 s per 1000 steps). The replay keeps frames as uint8 (60000 x 42 x 42 bytes = 106 MB; float32 would be
-4x that). The K-exemplar model stays vector-only and refuses pixels.
-
-Speed (vector model): the paper's 2,000 steps per iteration of 2 x 128 pairs dominate the cost on a
-CPU, so the training step is written out by hand (`_LatentDiscriminator.gradient`): the encoders, the mean
-and log-variance heads and the classifier are each one batched matmul per layer (torch.baddbmm over
-a stack of networks), the backward pass is explicit, all parameters and gradients live in one flat
-tensor, and Adam is six tensor ops on it (fast_mlp.FlatAdam); tanh runs in place through numpy
-(torch's CPU tanh is several times slower at these sizes). Sampling indices and noise for many steps at once
-keeps the per-step Python short. A test checks the hand-written gradient against autograd.
+The discriminators (the amortized, K-exemplar and conv models, and their hand-written training
+step) are in ex2_models.py.
 
 Differences from the reference code (all small; see the README): each encoder's log-variance head
 reads its own encoder (the reference's second log-variance net reads encoder 1's features, a slip);
 the Bernoulli likelihood is computed from the logit instead of a probability clipped at 1e-6 (equal
 except at saturation); no bonus until the discriminator has been trained once (the reference scores
 one batch with the untrained network, which the median subtraction turns into noise around 0).
-On pixels, papers.md §4 gives the conv layers, the feature size and the hidden sizes but not the conv
+On pixels, docs/papers.md §4 gives the conv layers, the feature size and the hidden sizes but not the conv
 nonlinearity nor how the conv features meet the MLPs: ReLU, and the vector model's trunk after the
 flattened features, are our choices.
 """
 from __future__ import annotations
 
-import copy
 import math
 
 import gymnasium as gym
 import numpy as np
 import torch
 
-from algos.common.checks import NonFiniteError, require, require_in_range, require_positive
 from algos.common.buffers import RingBuffer
-from algos.common.fast_mlp import FlatAdam, FlatParameters, tanh_
+from algos.common.checks import NonFiniteError, require, require_in_range, require_positive
 from algos.common.nets import observation_kind
-from algos.common.rollout import Rollout
+from algos.common.rollout import Transitions
 from algos.exploration.base import ExplorationMethod, Requirements
-
-D_CLIP = 1e-5  # models/siamese.py test(): D clipped to [1e-5, 1 - 1e-5] before p = (1 - D) / D
-
-
-def kl_to_standard_normal(mean: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
-    """KL(N(mean, diag exp(log_var)) || N(0, I)) per element (sum over the latent for the total):
-    0.5 * (mean^2 + exp(log_var) - 1 - log_var)."""
-    return 0.5 * (mean * mean + torch.exp(log_var) - 1.0 - log_var)
-
-
-def density_from_discriminator(d: np.ndarray) -> np.ndarray:
-    """p = (1 - D) / D (Eq. 3), with D clipped to [1e-5, 1 - 1e-5] as the reference code does."""
-    d = np.clip(np.asarray(d, np.float64), D_CLIP, 1.0 - D_CLIP)
-    return (1.0 - d) / d
-
-
-def negative_eq5_objective(logit: torch.Tensor, labels: torch.Tensor, mean: torch.Tensor,
-                           log_var: torch.Tensor, kl_weight: float):
-    """(loss, Bernoulli negative log-likelihood, KL) of a training batch, means over its B pairs: the
-    negated Eq. 5 objective -(log p(y | z) - kl_weight * KL(q || N(0, I))), with the KL summed over all
-    latents of a pair. logit and labels [B]; mean and log_var [E, B, F] (E encoders, latent size F)."""
-    nll = torch.nn.functional.binary_cross_entropy_with_logits(logit, labels)
-    kl = kl_to_standard_normal(mean, log_var).sum((0, 2)).mean()
-    return nll + kl_weight * kl, nll, kl
-
-
-def _glorot(shape: tuple, generator: torch.Generator) -> torch.Tensor:
-    """Lasagne's default DenseLayer init (GlorotUniform) for a [..., in, out] weight."""
-    bound = math.sqrt(6.0 / (shape[-2] + shape[-1]))
-    return (torch.rand(shape, generator=generator) * 2 - 1) * bound
-
-
-class _LatentDiscriminator:
-    """E encoders q(z | x) -> concatenated latent samples -> shared tanh MLP -> one of K linear outputs.
-
-    E = 2, K = 1: the amortized model D(x*, x); E = 1, K = K: the K-exemplar model D_k(x). A stack of
-    same-shaped networks is one [S, in, out] weight, applied with one baddbmm: the E encoder trunks,
-    the 2E mean / log-variance heads (ordered mean_1, log_var_1, mean_2, ...), the classifier (S=1).
-    All parameters are views of one flat tensor, all gradients views of one flat gradient."""
-
-    def __init__(self, in_dim: int, hidden_sizes: tuple, feature_dim: int, n_encoders: int,
-                 n_outputs: int, kl_weight: float, learning_rate: float, generator: torch.Generator):
-        E, F, H0 = n_encoders, feature_dim, hidden_sizes[0]
-        self.E, self.F, self.K, self.kl_weight = E, F, n_outputs, float(kl_weight)
-        trunk = [in_dim, *hidden_sizes, H0]           # MLP(hidden_sizes) with a tanh output of H0
-        head = [H0, *hidden_sizes, F]                 # mean / log-variance MLPs, linear output
-        classifier = [E * F, *hidden_sizes]           # shared hidden layers of the classifier
-        shapes = ([(E, a, b) for a, b in zip(trunk, trunk[1:])]
-                  + [(2 * E, a, b) for a, b in zip(head, head[1:])]
-                  + [(1, a, b) for a, b in zip(classifier, classifier[1:])])
-        init = [(_glorot(s, generator), torch.zeros(s[0], 1, s[2])) for s in shapes]
-        init.append((_glorot((n_outputs, hidden_sizes[-1], 1), generator)[..., 0], torch.zeros(n_outputs)))
-        self._shapes = [(w.shape, b.shape) for w, b in init]
-        self._counts = (len(trunk) - 1, len(head) - 1, len(classifier) - 1)
-        self.flat = torch.nn.Parameter(torch.cat([t.reshape(-1) for pair in init for t in pair]))
-        self._buffer = FlatParameters([self.flat])                     # gives self.flat a flat .grad
-        self.params = self._unflatten(self.flat.data)                 # (trunk, head, classifier, output)
-        *grads, out_grad = self._unflatten(self.flat.grad)
-        self.grads = [g for part in grads for g in part] + [out_grad]
-        self.optimizer = FlatAdam(self._buffer, lr=learning_rate)     # Adam in six tensor ops
-        self._head_select = torch.arange(2 * E) // 2  # head j reads trunk j // 2
-
-    def _unflatten(self, flat: torch.Tensor):
-        """Views of `flat` (parameters, gradients, or the Parameter itself for autograd) as
-        (trunk layers, head layers, classifier layers, output (W [K, H], b [K]))."""
-        sizes = [math.prod(shape) for pair in self._shapes for shape in pair]
-        parts = iter(flat.split(sizes))
-        pairs = [(next(parts).view(ws), next(parts).view(bs)) for ws, bs in self._shapes]
-        n_t, n_h, n_c = self._counts
-        return pairs[:n_t], pairs[n_t:n_t + n_h], pairs[n_t + n_h:n_t + n_h + n_c], pairs[-1]
-
-    # -- forward ----------------------------------------------------------------------------------
-    @staticmethod
-    def _mlp(layers, x, tanh_out: bool) -> list:
-        acts = [x]
-        for i, (w, b) in enumerate(layers):
-            x = torch.baddbmm(b, x, w)
-            if tanh_out or i < len(layers) - 1:
-                x = tanh_(x)
-            acts.append(x)
-        return acts
-
-    def _forward(self, x: torch.Tensor, eps: torch.Tensor | None, out_index: torch.Tensor | None, params=None):
-        """x [E, B, in] -> (activations, logit [B]). eps [E, B, F] samples the latents; None uses the
-        means (the deterministic latents of the density estimate)."""
-        E, B, F = x.shape[0], x.shape[1], self.F
-        trunk_p, head_p, classifier_p, (w, b) = self.params if params is None else params
-        trunk = self._mlp(trunk_p, x, tanh_out=True)
-        head = self._mlp(head_p, trunk[-1].index_select(0, self._head_select), tanh_out=False)
-        out = head[-1].view(E, 2, B, F)
-        mean, log_var = out[:, 0], out[:, 1]
-        std = z = None
-        if eps is None:
-            z = mean
-        else:
-            std = torch.exp(0.5 * log_var)
-            z = torch.addcmul(mean, std, eps)
-        zc = z.permute(1, 0, 2).reshape(1, B, E * F)
-        cls = self._mlp(classifier_p, zc, tanh_out=True)
-        h = cls[-1][0]
-        if self.K == 1:
-            logit = torch.addmv(b, h, w[0])
-        else:
-            logit = torch.sum(h * w.index_select(0, out_index), 1) + b.index_select(0, out_index)
-        return (trunk, head, mean, log_var, std, cls), logit
-
-    @torch.no_grad()
-    def logits(self, x: torch.Tensor, out_index: torch.Tensor | None = None, chunk: int = 8192) -> torch.Tensor:
-        """Deterministic logit of D for x [E, B, in] (latents = means), in chunks of `chunk` rows."""
-        return torch.cat([self._forward(x[:, i:i + chunk], None,
-                                        None if out_index is None else out_index[i:i + chunk])[1]
-                          for i in range(0, x.shape[1], chunk)])
-
-    # -- loss and training --------------------------------------------------------------------------
-    def loss(self, x, eps, labels, out_index=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(loss, Bernoulli negative log-likelihood, KL), means over the B pairs: the negated Eq. 5
-        objective, -(log p(y | z) - kl_weight * KL(q || N(0, I))), with the KL summed over all latents
-        of a pair. Differentiable (used by the tests as the reference for the hand-written gradient)."""
-        (_, _, mean, log_var, _, _), logit = self._forward(x, eps, out_index, self._unflatten(self.flat))
-        return negative_eq5_objective(logit, labels, mean, log_var, self.kl_weight)
-
-    def gradient(self, x, eps, labels, out_index=None) -> None:
-        """Write d(loss)/d(parameters) into self.flat.grad, by hand (the backward pass of `loss`)."""
-        (trunk, head, mean, log_var, std, cls), logit = self._forward(x, eps, out_index)
-        E, B, F = x.shape[0], x.shape[1], self.F
-        g = (torch.sigmoid(logit) - labels) / B                       # d nll / d logit
-        h = cls[-1][0]
-        trunk_p, head_p, classifier_p, (w, _) = self.params
-        (gw, gb) = self.grads[-1]
-        if self.K == 1:
-            torch.mv(h.t(), g, out=gw[0])
-            gb.copy_(g.sum().reshape(1))
-            gh = torch.outer(g, w[0])
-        else:
-            gw.zero_()
-            gb.zero_()
-            gw.index_add_(0, out_index, h * g[:, None])
-            gb.index_add_(0, out_index, g)
-            gh = g[:, None] * w.index_select(0, out_index)
-        n_t, n_h, _ = self._counts
-        gz = self._mlp_backward(classifier_p, self.grads[n_t + n_h:-1], cls, gh[None], True)
-        gz = gz.view(B, E, F).permute(1, 0, 2)                        # d nll / d z, [E, B, F]
-        c = self.kl_weight / B                                         # d (kl_weight * KL) per element
-        g_mean = torch.add(gz, mean, alpha=c)
-        g_log_var = 0.5 * (gz * eps * std + c * (std * std - 1.0))
-        g_head = torch.stack([g_mean, g_log_var], 1).view(2 * E, B, F)
-        g_trunk = self._mlp_backward(head_p, self.grads[n_t:n_t + n_h], head, g_head, False)
-        g_trunk = g_trunk.view(E, 2, B, -1).sum(1)
-        self._mlp_backward(trunk_p, self.grads[:n_t], trunk, g_trunk, True, input_grad=False)
-
-    @staticmethod
-    def _mlp_backward(layers, grads, acts, g, tanh_out: bool, input_grad: bool = True):
-        for i in range(len(layers) - 1, -1, -1):
-            if tanh_out or i < len(layers) - 1:
-                a = acts[i + 1]
-                g = torch.addcmul(g, g * a, a, value=-1.0)            # g * (1 - tanh^2)
-            w, _ = layers[i]
-            gw, gb = grads[i]
-            torch.bmm(acts[i].transpose(1, 2), g, out=gw)
-            torch.sum(g, 1, keepdim=True, out=gb)
-            if i or input_grad:
-                g = torch.bmm(g, w.transpose(1, 2))
-        return g
-
-    def step(self, x, eps, labels, out_index=None) -> None:
-        self.gradient(x, eps, labels, out_index)
-        self.optimizer.step()
-
-    def state_dict(self) -> dict:
-        return {"flat": self.flat.detach().clone(), "optimizer": copy.deepcopy(self.optimizer.state_dict())}
-
-    def load_state_dict(self, state: dict) -> None:
-        require(state["flat"].shape == self.flat.shape, "exploration (checkpoint)",
-                f"discriminator with {state['flat'].numel()} parameters does not fit {self.flat.numel()} "
-                "(hidden_sizes, feature_dim, num_discriminators, use_actions or the env changed)")
-        with torch.no_grad():
-            self.flat.copy_(state["flat"])
-        self.optimizer.load_state_dict(state["optimizer"])
-
-
-def _to_cpu(value):
-    """`value` (nested dicts / lists of tensors) with every tensor copied to the CPU, so that a
-    checkpoint written on a GPU loads anywhere (the runner loads with map_location='cpu')."""
-    if isinstance(value, torch.Tensor):
-        return value.detach().to("cpu", copy=True)
-    if isinstance(value, dict):
-        return {k: _to_cpu(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_to_cpu(v) for v in value)
-    return copy.deepcopy(value)
-
-
-def _conv_output_size(size: int, filters: tuple, kernel: int, stride: int) -> int:
-    for _ in filters:
-        size = (size - kernel) // stride + 1  # no padding (Lasagne's Conv2DLayer default)
-    return size
-
-
-class _SiameseConv(torch.nn.Module):
-    """The amortized model's networks for pixels, one frame [H, W] per input (the Atari runs'
-    SiameseConv as papers.md §4 gives it): per encoder, conv layers (conv_filters, kernel x kernel, stride) with
-    ReLU, then the vector model's trunk (MLP(hidden_sizes) + a tanh layer of hidden_sizes[0]) on the
-    flattened features, and mean / log-variance MLPs (hidden_sizes, tanh) to a latent of feature_dim;
-    the E sampled latents, concatenated, go through the classifier MLP (hidden_sizes, tanh) to one
-    logit. The conv nonlinearity is not in papers.md: ReLU is our choice (as in the project's other
-    conv nets). Weights Glorot-uniform, biases zero (Lasagne's defaults), drawn from `generator`."""
-
-    def __init__(self, frame_shape: tuple, conv_filters: tuple, kernel: int, stride: int,
-                 hidden_sizes: tuple, feature_dim: int, n_encoders: int, generator: torch.Generator):
-        super().__init__()
-        nn = torch.nn
-        H, W = frame_shape
-        flat = conv_filters[-1] * _conv_output_size(H, conv_filters, kernel, stride) \
-            * _conv_output_size(W, conv_filters, kernel, stride)
-        H0 = hidden_sizes[0]
-
-        def dense(sizes: list, tanh_out: bool) -> list:
-            layers = []
-            for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
-                layers.append(nn.Linear(a, b))
-                if tanh_out or i < len(sizes) - 2:
-                    layers.append(nn.Tanh())
-            return layers
-
-        def encoder() -> nn.Sequential:
-            convs, channels = [], 1
-            for filters in conv_filters:
-                convs += [nn.Conv2d(channels, filters, kernel, stride), nn.ReLU()]
-                channels = filters
-            return nn.Sequential(*convs, nn.Flatten(), *dense([flat, *hidden_sizes, H0], tanh_out=True))
-
-        def head() -> nn.Sequential:
-            return nn.Sequential(*dense([H0, *hidden_sizes, feature_dim], tanh_out=False))
-
-        self.encoders = nn.ModuleList(encoder() for _ in range(n_encoders))
-        self.means = nn.ModuleList(head() for _ in range(n_encoders))
-        self.log_vars = nn.ModuleList(head() for _ in range(n_encoders))
-        self.classifier = nn.Sequential(*dense([n_encoders * feature_dim, *hidden_sizes, 1], tanh_out=False))
-        for module in self.modules():
-            if isinstance(module, (nn.Linear, nn.Conv2d)):
-                nn.init.xavier_uniform_(module.weight, generator=generator)
-                nn.init.zeros_(module.bias)
-
-    def forward(self, x: torch.Tensor, eps: torch.Tensor | None):
-        """x [E, B, H, W] (uint8 pixels are scaled to [0, 1] here) -> (mean, log_var [E, B, F], logit [B]).
-        eps [E, B, F] samples the latents (reparameterised); None uses the means."""
-        x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
-        means, log_vars, latents = [], [], []
-        for e, (encoder, mean_net, log_var_net) in enumerate(zip(self.encoders, self.means, self.log_vars)):
-            h = encoder(x[e].unsqueeze(1))                            # one channel: the last frame
-            mean, log_var = mean_net(h), log_var_net(h)
-            latents.append(mean if eps is None else mean + torch.exp(0.5 * log_var) * eps[e])
-            means.append(mean)
-            log_vars.append(log_var)
-        logit = self.classifier(torch.cat(latents, 1))[:, 0]
-        return torch.stack(means), torch.stack(log_vars), logit
-
-
-class _ConvLatentDiscriminator:
-    """The amortized D(x*, x) on pixels: the same mechanism and objective as _LatentDiscriminator
-    (E = 2 encoders, Gaussian latents, concatenated samples, tanh classifier, sigmoid; Eq. 5 through
-    `negative_eq5_objective`), with the Siamese conv encoders of the Atari runs (`_SiameseConv`),
-    trained by autograd and torch.optim.Adam on `device`. Same interface as _LatentDiscriminator
-    (F, logits, loss, step, flat, state_dict), so the EX2 class drives either."""
-
-    K = 1
-
-    def __init__(self, frame_shape: tuple, conv_filters: tuple, kernel: int, stride: int,
-                 hidden_sizes: tuple, feature_dim: int, n_encoders: int, kl_weight: float,
-                 learning_rate: float, generator: torch.Generator, device="cpu"):
-        self.E, self.F, self.kl_weight = n_encoders, feature_dim, float(kl_weight)
-        self.device = torch.device(device)
-        self.net = _SiameseConv(frame_shape, conv_filters, kernel, stride, hidden_sizes, feature_dim,
-                                n_encoders, generator).to(self.device)
-        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=learning_rate)
-
-    @property
-    def flat(self) -> torch.Tensor:
-        """All parameters as one CPU vector (for the finiteness check and the tests)."""
-        return torch.nn.utils.parameters_to_vector(self.net.parameters()).detach().cpu()
-
-    def _forward(self, x, eps):
-        return self.net(x.to(self.device), None if eps is None else eps.to(self.device))
-
-    @torch.no_grad()
-    def logits(self, x: torch.Tensor, out_index=None, chunk: int = 1024) -> torch.Tensor:
-        """Deterministic logit of D for x [E, B, H, W] (latents = means), on the CPU, `chunk` rows at a
-        time (the conv activations of a 100k batch would not fit at once)."""
-        return torch.cat([self._forward(x[:, i:i + chunk], None)[2].cpu() for i in range(0, x.shape[1], chunk)])
-
-    def loss(self, x, eps, labels, out_index=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(loss, Bernoulli negative log-likelihood, KL), means over the pairs (negated Eq. 5)."""
-        mean, log_var, logit = self._forward(x, eps)
-        return negative_eq5_objective(logit, labels.to(self.device), mean, log_var, self.kl_weight)
-
-    def step(self, x, eps, labels, out_index=None) -> None:
-        loss, _, _ = self.loss(x, eps, labels)
-        self.optimizer.zero_grad()
-        loss.backward()
-        self.optimizer.step()
-
-    def state_dict(self) -> dict:
-        return {"net": _to_cpu(self.net.state_dict()), "optimizer": _to_cpu(self.optimizer.state_dict())}
-
-    def load_state_dict(self, state: dict) -> None:
-        ours = self.net.state_dict()
-        fits = "net" in state and state["net"].keys() == ours.keys() and all(
-            state["net"][k].shape == v.shape for k, v in ours.items())
-        require(fits, "exploration (checkpoint)", "the saved discriminator does not fit this conv model "
-                "(hidden_sizes, feature_dim, conv_filters, conv_kernel_size, conv_stride, the screen size "
-                "or the observation kind changed)")
-        self.net.load_state_dict(state["net"])
-        self.optimizer.load_state_dict(state["optimizer"])
+from algos.exploration.ex2_models import (
+    _conv_output_size,
+    _ConvLatentDiscriminator,
+    _LatentDiscriminator,
+    density_from_discriminator,
+)
 
 
 def _state_features(observation_space, action_space, use_actions: bool):
-    """(dimension, function rollout -> states [T, N, dim] float32) for vector observations [+ actions]."""
+    """(dimension, function transitions -> states [B, dim] float32) for vector observations [+ actions]."""
     obs_dim = int(np.prod(observation_space.shape))
     if not use_actions:
-        return obs_dim, lambda r: r.obs.reshape(*r.obs.shape[:2], obs_dim).astype(np.float32)
+        return obs_dim, lambda t: t.obs.reshape(len(t), obs_dim).astype(np.float32)
     if isinstance(action_space, gym.spaces.Discrete):
         n = int(action_space.n)
-        act = lambda a: np.eye(n, dtype=np.float32)[a.astype(np.int64)]  # noqa: E731  (rllab's flat one-hot)
+        act = lambda t: t.actions_one_hot(n)  # noqa: E731  (rllab's flat one-hot)
     else:
         n = int(np.prod(action_space.shape))
-        act = lambda a: a.reshape(*a.shape[:2], n).astype(np.float32)  # noqa: E731
-    return obs_dim + n, lambda r: np.concatenate(
-        [r.obs.reshape(*r.obs.shape[:2], obs_dim).astype(np.float32), act(r.actions)], -1)
+        act = lambda t: t.actions.reshape(len(t), n).astype(np.float32)  # noqa: E731
+    return obs_dim + n, lambda t: np.concatenate([t.obs.reshape(len(t), obs_dim).astype(np.float32), act(t)], -1)
 
 
 def _last_frame_features(observation_space):
-    """(frame shape [H, W], function rollout -> states [T, N, H, W]) for pixel stacks [C, H, W]: only
-    the LAST frame of the stack (papers.md §4, Atari: "last frame only"), uint8 kept as uint8 (the
+    """(frame shape [H, W], function transitions -> states [B, H, W]) for pixel stacks [C, H, W]: only
+    the LAST frame of the stack (docs/papers.md §4, Atari: "last frame only"), uint8 kept as uint8 (the
     replay stores bytes; the model scales them to [0, 1])."""
     dtype = np.uint8 if observation_space.dtype == np.uint8 else np.float32
-    return tuple(int(n) for n in observation_space.shape[1:]), lambda r: r.obs[:, :, -1].astype(dtype, copy=False)
+    return (tuple(int(n) for n in observation_space.shape[1:]),
+            lambda t: t.last_frame(t.obs).astype(dtype, copy=False))
 
 
 def _check_conv(conv_filters, kernel, stride, frame_shape: tuple) -> tuple:
@@ -457,7 +112,7 @@ class EX2(ExplorationMethod):
     """Amortized EX2: r_int(x) = -log p(x), p = (1 - D(x, x)) / D(x, x) (Eq. 3) from the exemplar-
     conditioned latent discriminator, trained on (x, x) vs (x, replay) pairs (Eq. 1, Eq. 5)."""
 
-    requires = Requirements(observation_kinds=("vector", "pixels"))
+    requires = Requirements(agent_families=("on_policy", "off_policy"), observation_kinds=("vector", "pixels"))
     n_encoders = 2
     num_discriminators = 1
 
@@ -507,41 +162,79 @@ class EX2(ExplorationMethod):
             replay_dtype = np.float32
         self.replay = RingBuffer(replay_size, self.state_shape, replay_dtype)
         self.trainings = 0                                             # fits done (0: next is the first)
-        self._metrics: dict = {}
+        self.exemplars: list[np.ndarray] = []                          # observed batches awaiting their fit
 
     # -- the exploration contract ---------------------------------------------------------------------
-    def intrinsic_reward(self, rollout: Rollout) -> np.ndarray:
-        states = self._features(rollout)                              # [T, N, dim]
-        if self.fit_before_scoring:
-            self._fit(states)
-        return self._score(states)
+    def observe(self, transitions: Transitions) -> None:
+        """The new states become the exemplars of the next fit; they join the replay (the negatives)
+        only after it, so the discriminator always tells them apart from the PAST."""
+        self.exemplars.append(self._exemplars(transitions))
 
-    def update(self, rollout: Rollout) -> dict:
-        if not self.fit_before_scoring:
-            self._fit(self._features(rollout))
-        metrics, self._metrics = self._metrics, {}
+    def update(self, transitions: Transitions, feedback=None) -> dict:
+        """Fit on every observed batch in turn (algorithm steps 1-2). `discriminator_mean` is the mean D
+        of the newest batch as `intrinsic_reward` scores it (after the fit when fit_before_scoring)."""
+        metrics: dict = {}
+        for exemplars in self.exemplars:
+            d_scored = None if self.fit_before_scoring else self._mean_d(exemplars)
+            metrics = self._fit(exemplars)
+            if self.fit_before_scoring:
+                d_scored = self._mean_d(exemplars)
+            if d_scored is not None:
+                metrics["discriminator_mean"] = d_scored
+        self.exemplars = []
         return metrics
 
+    def intrinsic_reward(self, transitions: Transitions) -> np.ndarray:
+        """r_int = -log p(x) = -log((1 - D) / D) (Eq. 3, algorithm step 3), zero until the discriminator
+        has trained."""
+        if self.trainings == 0:
+            return np.zeros(len(transitions))
+        order, positions, total = self._exemplar_positions(transitions)
+        d = torch.sigmoid(self._discriminate(self._features(transitions)[order], positions[order], total))
+        bonus = np.empty(len(transitions))
+        bonus[order] = -np.log(density_from_discriminator(d.double().numpy()))
+        return bonus
+
     # -- EX2 ------------------------------------------------------------------------------------------
-    def _fit(self, states: np.ndarray) -> None:
+    def _fit(self, exemplars: np.ndarray) -> dict:
         """Train on (exemplar, exemplar) vs (exemplar, replay) pairs if the replay is full enough, then
         append the batch to the replay (Exemplar.fit)."""
-        exemplars = self._exemplars(states)
+        metrics = {}
         if self.replay.added >= self.min_replay_size:
             steps = self.first_train_itrs if self.trainings == 0 else self.train_itrs
             if steps:  # train_itrs = 0: the first training only
-                self._metrics = self._train(exemplars, steps)
+                metrics = self._train(exemplars, steps)
                 self.trainings += 1
         self.replay.add(exemplars)
-        self._metrics.update(replay_size=float(self.replay.size))
+        metrics.update(replay_size=float(self.replay.size))
+        return metrics
 
-    def _exemplars(self, states: np.ndarray) -> np.ndarray:
-        """The batch's states [T, N, ...] trajectory by trajectory (env-major), [N * T, ...]."""
-        return np.ascontiguousarray(states.swapaxes(0, 1)).reshape(-1, *states.shape[2:])
+    def _mean_d(self, exemplars: np.ndarray) -> float | None:
+        if self.trainings == 0:
+            return None
+        return float(np.mean(torch.sigmoid(self._discriminate(exemplars)).double().numpy()))
 
-    def _groups(self, n: int) -> np.ndarray:
-        """Discriminator index of each of n exemplars (all 0 for the amortized model)."""
-        return np.zeros(n, np.int64)
+    @staticmethod
+    def _exemplar_positions(transitions: Transitions) -> tuple[np.ndarray, np.ndarray, int]:
+        """(order, position, total): rows from a rollout are read trajectory by trajectory (env-major:
+        env 0's steps in time order, then env 1's, ...), row i sitting at `position[i]` of the rollout's
+        `total` = T * N exemplars, and `order` sorts the rows by position; other batches as given."""
+        if transitions.index is None:
+            rows = np.arange(len(transitions))
+            return rows, rows, len(transitions)
+        T, N = transitions.layout
+        positions = transitions.index[:, 1] * T + transitions.index[:, 0]
+        return np.argsort(positions, kind="stable"), positions, T * N
+
+    def _exemplars(self, transitions: Transitions) -> np.ndarray:
+        """The batch's states in exemplar order, [B, ...]."""
+        order = self._exemplar_positions(transitions)[0]
+        return np.ascontiguousarray(self._features(transitions)[order])
+
+    def _groups(self, positions: np.ndarray, total: int) -> np.ndarray:
+        """Discriminator index of the exemplars at `positions` of a batch of `total` (all 0 for the
+        amortized model)."""
+        return np.zeros(len(positions), np.int64)
 
     def _pairs(self, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
         """[S, E, 2B, dim] inputs of S steps: encoder 1 reads (x*, x*), encoder 2 (x*, x_replay)."""
@@ -550,7 +243,7 @@ class EX2(ExplorationMethod):
     def _train(self, exemplars: np.ndarray, steps: int) -> dict:
         B, E, F = self.batch_size, self.n_encoders, self.model.F
         exemplars_t, replay_t = torch.from_numpy(exemplars), torch.from_numpy(self.replay.data[:self.replay.size])
-        groups = torch.from_numpy(self._groups(len(exemplars)))
+        groups = torch.from_numpy(self._groups(np.arange(len(exemplars)), len(exemplars)))
         labels = torch.cat([torch.ones(B), torch.zeros(B)])
         multi = self.num_discriminators > 1
         x = out_index = None
@@ -570,20 +263,10 @@ class EX2(ExplorationMethod):
             raise NonFiniteError("exploration (ex2): non-finite value (NaN/inf) in discriminator parameters")
         return {"loss": float(loss), "class_loss": float(nll), "kl": float(kl), "train_steps": float(steps)}
 
-    def _score(self, states: np.ndarray) -> np.ndarray:
-        """r_int = -log p(x) = -log((1 - D) / D) (Eq. 3), zero until the discriminator has trained."""
-        T, N = states.shape[:2]
-        if self.trainings == 0:
-            return np.zeros((T, N))
-        exemplars = self._exemplars(states)
-        d = torch.sigmoid(self._discriminate(exemplars)).double().numpy()
-        bonus = -np.log(density_from_discriminator(d))
-        self._metrics["discriminator_mean"] = float(np.mean(d))
-        return bonus.reshape(N, T).T.copy()
-
-    def _discriminate(self, exemplars: np.ndarray) -> torch.Tensor:
-        """Deterministic logit of D(x, x) for exemplars [M, ...] (both encoders read x: a view, no copy)."""
-        x = torch.from_numpy(exemplars)
+    def _discriminate(self, exemplars: np.ndarray, positions=None, total=None) -> torch.Tensor:
+        """Deterministic logit of D(x, x) for exemplars [M, ...] (both encoders read x: a view, no copy);
+        `positions` and `total` place them in their batch (the K-exemplar model's groups)."""
+        x = torch.from_numpy(np.ascontiguousarray(exemplars))
         return self.model.logits(x.expand(2, *x.shape))
 
     def density(self, states: np.ndarray) -> np.ndarray:
@@ -597,7 +280,7 @@ class EX2(ExplorationMethod):
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "replay": self.replay.state_dict(),
                 "rng": self.rng.bit_generator.state, "torch_rng": self.torch_rng.get_state(),
-                "trainings": self.trainings, "metrics": dict(self._metrics)}
+                "trainings": self.trainings, "exemplars": [e.copy() for e in self.exemplars]}
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
@@ -605,7 +288,7 @@ class EX2(ExplorationMethod):
         self.rng.bit_generator.state = state["rng"]
         self.torch_rng.set_state(state["torch_rng"])
         self.trainings = int(state["trainings"])
-        self._metrics = dict(state["metrics"])
+        self.exemplars = [e.copy() for e in state["exemplars"]]
 
 
 class EX2KExemplar(EX2):
@@ -625,19 +308,22 @@ class EX2KExemplar(EX2):
         super().__init__(observation_space, action_space, **config)
         self.num_discriminators = int(num_discriminators)
 
-    def _groups(self, n: int) -> np.ndarray:
-        size = -(-n // self.num_discriminators)                        # ceil(n / K) adjacent states
-        return np.arange(n, dtype=np.int64) // size
+    def _groups(self, positions: np.ndarray, total: int) -> np.ndarray:
+        size = -(-total // self.num_discriminators)                    # ceil(n / K) adjacent states
+        return np.asarray(positions, np.int64) // size
 
     def _pairs(self, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
         return torch.cat([pos, neg], 1)[:, None]                      # [S, 1, 2B, dim]
 
-    def _discriminate(self, exemplars: np.ndarray) -> torch.Tensor:
-        groups = torch.from_numpy(self._groups(len(exemplars)))
+    def _discriminate(self, exemplars: np.ndarray, positions=None, total=None) -> torch.Tensor:
+        if positions is None:
+            positions, total = np.arange(len(exemplars)), len(exemplars)
+        groups = torch.from_numpy(self._groups(positions, total))
         return self.model.logits(torch.from_numpy(exemplars)[None], groups)
 
     def density(self, states: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
         """p(x) = (1 - D_k(x)) / D_k(x), x of group k (default: the groups of a batch of these states)."""
         x = torch.from_numpy(np.asarray(states, np.float32).reshape(-1, self.dim))
-        g = torch.from_numpy(self._groups(len(x)) if groups is None else np.asarray(groups, np.int64))
+        groups = self._groups(np.arange(len(x)), len(x)) if groups is None else np.asarray(groups, np.int64)
+        g = torch.from_numpy(groups)
         return density_from_discriminator(torch.sigmoid(self.model.logits(x[None], g)).double().numpy())

@@ -1,7 +1,7 @@
 """KDE density bonus: r_int(s) = -log p(s), p an RBF kernel density over recently visited states.
 
 The density-model baseline of the CS294-112 homework (HW5a, `hw5/exp/density_model.py`,
-reference/papers.md §10). Its `RBF(sigma)` model places one Gaussian kernel on every stored state
+reference/docs/papers.md §10). Its `RBF(sigma)` model places one Gaussian kernel on every stored state
 mu_j and estimates
 
     p(s) = 1/M * sum_j exp(-||s - mu_j||^2 / (2 sigma^2))                                   (1)
@@ -19,11 +19,11 @@ every reference (all kernels underflow to 0 in float32) still get a finite, orde
 Reference set. The homework's means are the states in the replay buffer; here they are the last
 `max_reference` states visited (a ring buffer, `reference_update: ring`, default) or a uniform
 sample of all states visited so far (`reference_update: reservoir`, Vitter's algorithm R).
-Order within an iteration: `intrinsic_reward(rollout)` scores the batch against the reference set
-*before* the batch is added; `update(rollout)` then adds it. The first batch meets an empty
-reference set and gets a zero bonus.
+Order within an iteration: `observe` holds the new batch back (`pending`), `intrinsic_reward` scores
+it against the reference set of the states visited *before* it, and `update` then adds it. The
+first batch meets an empty reference set and gets a zero bonus.
 
-Scale. With `normalize_states: true` states (queries and references alike) are standardised with
+Scale. With `normalise_states: true` states (queries and references alike) are standardised with
 the running mean / std of every state passed to `update`, so sigma is in units of each
 coordinate's std. The default is false, as in the homework: sigma = 0.2 is in the environment's
 observation units there (PointMass observations lie in [0, 1]).
@@ -73,7 +73,7 @@ import torch
 
 from algos.common.checks import require_choice, require_positive
 from algos.common.normalizers import RunningMeanStd
-from algos.common.rollout import Rollout
+from algos.common.rollout import Transitions
 from algos.exploration.base import ExplorationMethod, Requirements
 
 REFERENCE_UPDATES = ("ring", "reservoir")
@@ -85,7 +85,7 @@ DENSE_FRACTION = 0.6  # above this fraction of (tile, query) pairs left to score
 
 class _Tiles(NamedTuple):
     """The reference set, standardised and centred, grouped into the leaves of a k-d tree."""
-    mean: torch.Tensor | None      # state standardisation (normalize_states), [D]
+    mean: torch.Tensor | None      # state standardisation (normalise_states), [D]
     inv_std: torch.Tensor | None
     centre: torch.Tensor           # reference mean after standardisation, [D]
     axes: torch.Tensor             # orthonormal principal axes, [D, k]
@@ -117,18 +117,18 @@ def kd_tree_leaves(points: np.ndarray, leaf_size: int) -> np.ndarray:
 class KDEBonus(ExplorationMethod):
     """-log of an RBF kernel density over a bounded reference set of visited states."""
 
-    requires = Requirements(observation_kinds=("vector",))
+    requires = Requirements(agent_families=("on_policy", "off_policy"), observation_kinds=("vector",))
 
     def __init__(self, observation_space, action_space, *, seed: int = 0, device="cpu",
                  sigma: float = 0.2, max_reference: int = 50000, reference_update: str = "ring",
-                 normalize_states: bool = False, block_elements: int = 1 << 20):
+                 normalise_states: bool = False, block_elements: int = 1 << 20):
         super().__init__(observation_space, action_space, seed=seed, device=device)
         require_positive("exploration.sigma", sigma, integer=False)
         require_positive("exploration.max_reference", max_reference)
         require_choice("exploration.reference_update", reference_update, REFERENCE_UPDATES)
         require_positive("exploration.block_elements", block_elements)
         self.sigma, self.max_reference = float(sigma), int(max_reference)
-        self.reference_update, self.normalize_states = reference_update, bool(normalize_states)
+        self.reference_update, self.normalise_states = reference_update, bool(normalise_states)
         self.block_elements = int(block_elements)
         self.dim = int(np.prod(observation_space.shape))
         self.torch_device = torch.device(device)
@@ -139,13 +139,14 @@ class KDEBonus(ExplorationMethod):
         self.rng = np.random.default_rng(seed)
         self.state_rms = RunningMeanStd((self.dim,))
         self._tiles: _Tiles | None = None  # built on demand from the reference set, dropped when it changes
+        self.pending: list[np.ndarray] = []  # observed states not yet in the reference set
 
     # -- the density (eq. 1, 2) -----------------------------------------------------------------
     def _build_tiles(self) -> _Tiles:
         """Standardise and centre the references, and group them into k-d tree tiles (step 1)."""
         ref = self.reference[:self.size]
         mean = inv_std = None
-        if self.normalize_states:
+        if self.normalise_states:
             mean = torch.as_tensor(self.state_rms.mean, dtype=torch.float32, device=ref.device)
             inv_std = torch.as_tensor(1.0 / np.sqrt(self.state_rms.var + 1e-8), dtype=torch.float32,
                                       device=ref.device)
@@ -264,19 +265,24 @@ class KDEBonus(ExplorationMethod):
             total[start:start + block] = terms.sum(1)
         return total, peak
 
-    def intrinsic_reward(self, rollout: Rollout) -> np.ndarray:
-        """B(s_t) = -log p(s_t) for the state each action was taken in, [T, N] (zeros while the
-        reference set is empty)."""
+    def observe(self, transitions: Transitions) -> None:
+        """New states wait in `pending` until `update` adds them to the reference set, so that a
+        batch is scored against the states visited before it."""
+        self.pending.append(np.asarray(transitions.obs, np.float32).reshape(len(transitions), self.dim))
+
+    def intrinsic_reward(self, transitions: Transitions) -> np.ndarray:
+        """B(s) = -log p(s) for the state each action was taken in, [B] (zeros while the reference
+        set is empty)."""
         if self.size == 0:
-            return np.zeros(rollout.rewards_ext.shape)
-        return -self.log_density(rollout.flat(rollout.obs)).reshape(rollout.rewards_ext.shape)
+            return np.zeros(len(transitions))
+        return -self.log_density(transitions.obs)
 
     # -- the reference set ----------------------------------------------------------------------
     def add(self, states: np.ndarray) -> None:
         """Put states [B, ...] into the reference set (ring buffer or reservoir)."""
         x = np.asarray(states, np.float32).reshape(-1, self.dim)
         n = len(x)
-        if self.normalize_states:
+        if self.normalise_states:
             self.state_rms.update(x)
         if self.reference_update == "ring":
             x = x[-self.max_reference:]
@@ -299,15 +305,17 @@ class KDEBonus(ExplorationMethod):
         self.reference[torch.as_tensor(slots, device=self.torch_device)] = torch.as_tensor(
             x, device=self.torch_device)
 
-    def update(self, rollout: Rollout) -> dict:
-        self.add(rollout.flat(rollout.obs))
+    def update(self, transitions: Transitions, feedback=None) -> dict:
+        for states in self.pending:
+            self.add(states)
+        self.pending = []
         return {"reference_size": self.size}
 
     # -- checkpoint -----------------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {"reference": self.reference[:self.size].cpu().clone(), "size": self.size,
                 "seen": self.seen, "rng": self.rng.bit_generator.state,
-                "state_rms": self.state_rms.state_dict()}
+                "state_rms": self.state_rms.state_dict(), "pending": [p.copy() for p in self.pending]}
 
     def load_state_dict(self, state: dict) -> None:
         self.size, self.seen = state["size"], state["seen"]
@@ -317,3 +325,4 @@ class KDEBonus(ExplorationMethod):
         self.reference[:self.size] = state["reference"].to(self.torch_device)
         self.rng.bit_generator.state = state["rng"]
         self.state_rms.load_state_dict(state["state_rms"])
+        self.pending = [p.copy() for p in state["pending"]]

@@ -1,6 +1,8 @@
 """No exploration beyond the agent's own stochastic policy: the intrinsic reward is zero."""
-from algos.exploration.base import ExplorationMethod
+from algos.exploration.base import AGENT_FAMILIES, ExplorationMethod, Requirements
 
 
 class NoExploration(ExplorationMethod):
-    """The baseline every paper compares against (plain TRPO / PPO)."""
+    """The baseline every paper compares against (plain TRPO / PPO, DDPG with its own noise off)."""
+
+    requires = Requirements(agent_families=AGENT_FAMILIES)

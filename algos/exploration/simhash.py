@@ -7,7 +7,7 @@ The paper's algorithm box (Algorithm 1), per iteration, on the batch of states {
   2. count  n(phi(s_t)) += 1 for every state in the batch
   3. bonus  r+(s_t) = beta / sqrt(n(phi(s_t)))      (Eq. 1; beta is the runner's `coef`)
 
-Counts live in a count-min sketch (as in the reference code, papers.md §3): the k bits are folded
+Counts live in a count-min sketch (as in the reference code, docs/papers.md §3): the k bits are folded
 into one key per table, key_j = sum_i b_i 2^i mod p_j, for several prime table sizes p_j, and the
 count of a code is the minimum over the tables (never below the true count; equal to it unless every
 table collides). As in the reference code the batch's own states are counted BEFORE the query, and
@@ -16,17 +16,17 @@ r_int[t] prices obs[t], the state in which actions[t] was taken (the reference c
 `predict(path)` on the path's observations).
 
 Preprocessing g (config keys below):
-  - vector observations: the identity (the paper's rllab tasks, papers.md §3.1);
+  - vector observations: the identity (the paper's rllab tasks, docs/papers.md §3.1);
   - pixel observations (uint8 [C, H, W] stacked frames): only the latest frame, the last channel of
-    the stack (papers.md §3: "the hash sees the last frame only"; SlicingPreprocessor in exp-027.py),
+    the stack (docs/papers.md §3: "the hash sees the last frame only"; SlicingPreprocessor in exp-027.py),
     average-pooled by `pixel_downsample` (1 keeps the 42 x 42 frames the paper's Atari setup uses),
     flattened and scaled to [-1, 1] (x / 127.5 - 1), so that the random hyperplanes pass through
     mid-grey rather than through the black image. The scaling is our choice: SimHash only sees
-    directions, and papers.md does not record the reference code's pixel range.
+    directions, and docs/papers.md does not record the reference code's pixel range.
 
-`intrinsic_reward` is a pure query: it returns the bonus as if the batch had been counted. `update`
-then adds the batch to the sketch (reusing the keys computed for the query), so calling
-`intrinsic_reward` twice never counts a batch twice. The learned-hash variant (ae_simhash.py) reuses
+`observe` adds the new batch to the sketch; `intrinsic_reward` is then a pure query of the counts
+(the batch's own states included, as in the reference code), so scoring a batch twice never counts it
+twice, and an off-policy agent can price replay minibatches. The learned-hash variant (ae_simhash.py) reuses
 `SimHash`, `CountMinSketch` and `count_bonus` from this file.
 """
 from __future__ import annotations
@@ -35,10 +35,10 @@ import numpy as np
 import torch
 
 from algos.common.checks import require, require_positive
-from algos.common.rollout import Rollout
+from algos.common.rollout import Transitions
 from algos.exploration.base import ExplorationMethod, Requirements
 
-# The reference code's "6M" buckets (hashing_bonus_evaluator.py, exp-027.py; papers.md §3).
+# The reference code's "6M" buckets (hashing_bonus_evaluator.py, exp-027.py; docs/papers.md §3).
 PAPER_BUCKET_SIZES = (999931, 999953, 999959, 999961, 999979, 999983)
 CHUNK = 1024  # states preprocessed and projected at a time
 
@@ -172,29 +172,22 @@ def check_hash_config(dim_key: int, bucket_sizes) -> None:
 
 
 class CodeCounter:
-    """The counting half shared by SimHash and AE-SimHash: bits -> sketch keys -> bonus, with the
-    keys of the last queried batch kept for `update` (so the batch is counted with the codes that
-    priced it)."""
+    """The counting half shared by SimHash and AE-SimHash: bits -> sketch keys -> counts -> bonus."""
 
     def __init__(self, dim_key: int, bucket_sizes):
         self.sketch = CountMinSketch(dim_key, bucket_sizes)
         self.distinct = 0     # non-empty buckets of the first table: distinct codes seen (lower bound)
         self.total = 0        # states counted so far
-        self._pending = None  # (rollout.obs, keys) of the batch priced by the last query
 
-    def bonus(self, obs_key: np.ndarray, bits_fn) -> np.ndarray:
-        keys = self.sketch.keys(bits_fn())
-        self._pending = (obs_key, keys)
-        return count_bonus(self.sketch.query(keys, pending=True))
-
-    def count(self, obs_key: np.ndarray, bits_fn) -> dict:
-        if self._pending is not None and self._pending[0] is obs_key:
-            keys = self._pending[1]
-        else:  # update without a query on this batch: hash it now
-            keys = self.sketch.keys(bits_fn())
-        self._pending = None
+    def count(self, bits: np.ndarray) -> None:
+        keys = self.sketch.keys(bits)
         self.distinct += self.sketch.add(keys)
         self.total += len(keys)
+
+    def bonus(self, bits: np.ndarray) -> np.ndarray:
+        return count_bonus(self.sketch.query(self.sketch.keys(bits), pending=False))
+
+    def metrics(self) -> dict:
         return {"distinct_codes": self.distinct, "counted_states": self.total}
 
     def state_dict(self) -> dict:
@@ -203,13 +196,12 @@ class CodeCounter:
     def load_state_dict(self, state: dict) -> None:
         self.sketch.load_state_dict(state["sketch"])
         self.distinct, self.total = state["distinct"], state["total"]
-        self._pending = None
 
 
 class SimHashCount(ExplorationMethod):
     """TRPO-SimHash / TRPO-pixel-SimHash: r_int(s_t) = 1 / max(1, sqrt(n(sgn(A g(s_t)))))."""
 
-    requires = Requirements(agent_families=("on_policy",))  # prices whole rollouts, like the paper's TRPO
+    requires = Requirements(agent_families=("on_policy", "off_policy"))
 
     def __init__(self, observation_space, action_space, *, seed: int = 0, device="cpu",
                  dim_key: int = 256, bucket_sizes=PAPER_BUCKET_SIZES, pixel_downsample: int = 1):
@@ -227,12 +219,14 @@ class SimHashCount(ExplorationMethod):
         return np.concatenate([self.hash.bits(self.preprocess(obs[i:i + CHUNK]))
                                for i in range(0, len(obs), CHUNK)] or [np.zeros((0, self.dim_key), bool)])
 
-    def intrinsic_reward(self, rollout: Rollout) -> np.ndarray:
-        r = self.counter.bonus(rollout.obs, lambda: self.codes(rollout.flat(rollout.obs)))
-        return r.reshape(rollout.num_steps, rollout.num_envs)
+    def observe(self, transitions: Transitions) -> None:
+        self.counter.count(self.codes(transitions.obs))
 
-    def update(self, rollout: Rollout) -> dict:
-        return self.counter.count(rollout.obs, lambda: self.codes(rollout.flat(rollout.obs)))
+    def intrinsic_reward(self, transitions: Transitions) -> np.ndarray:
+        return self.counter.bonus(self.codes(transitions.obs))
+
+    def update(self, transitions: Transitions, feedback=None) -> dict:
+        return self.counter.metrics()
 
     def state_dict(self) -> dict:
         return {"hash": self.hash.state_dict(), "counter": self.counter.state_dict()}

@@ -44,15 +44,20 @@ normalisation a constant factor cancels.) The KL is clipped to [0, 1000] and not
 Per-transition gradients are computed for the whole batch at once with torch.func
 (vmap of grad of a functional call), in chunks; no Python loop over transitions.
 
-Iteration schedule (reference `batch_polopt_expl.py`): the bonus of iteration 0 is zero (`itr > 0`);
-after the agent's update, the batch enters the pool and, once the pool holds `min_pool_size`
-transitions, the model takes `n_updates_per_sample` Adam steps on minibatches of `pool_batch_size`.
+Iteration schedule (reference `batch_polopt_expl.py`): the bonus is zero until the model has been
+trained (the reference's `itr > 0`); each batch enters the pool (`observe`) and, after the agent's
+update, once the pool holds `min_pool_size` transitions, the model takes `n_updates_per_sample` Adam
+steps on minibatches of `pool_batch_size`. The bonus standardises inputs with the pool statistics the
+model was trained with, i.e. those before the current batch joined, as the reference does. Its S
+noise draws per transition are hashed from the transition (`hashed_noise`) rather than drawn from a
+generator, so that the bonus is a pure function of the transition and the model (the exploration
+contract); they are as independent across transitions and model versions as fresh draws.
 The runner's `normalise: running_median_ratio` divides each KL by the mean of the last 10
 per-iteration medians (`use_kl_ratio_q`), then multiplies by `coef` (η).
 
 Equation numbers: Eq. (12) (the one-step objective ℓ) and Eq. (13) (Δφ = H⁻¹∇ℓ) are checked against
 a quotation of the paper; the others are named by content because no full copy of the paper was
-available (papers.md §11).
+available (docs/papers.md §11).
 """
 from __future__ import annotations
 
@@ -67,7 +72,7 @@ from torch.func import grad, vmap
 
 from algos.common.buffers import RingBuffer
 from algos.common.checks import ConfigError, NonFiniteError, require, require_choice, require_positive
-from algos.common.rollout import Rollout
+from algos.common.rollout import Transitions
 from algos.exploration.base import ExplorationMethod, Requirements
 
 KL_FORMS = ("exact", "quadratic")
@@ -178,7 +183,8 @@ class BayesianDynamics:
         return h
 
     def kl_to_prior(self) -> float:
-        mu, sd, p = self.theta[:self.n].astype(np.float64), np.logaddexp(0, self.theta[self.n:].astype(np.float64)), self.prior_sd
+        mu, p = self.theta[:self.n].astype(np.float64), self.prior_sd
+        sd = np.logaddexp(0, self.theta[self.n:].astype(np.float64))
         return float(np.sum(np.log(p / sd) + (sd * sd + mu * mu) / (2 * p * p) - 0.5))
 
     def train_step(self, x: np.ndarray, y: np.ndarray, noise: list[np.ndarray], n_batches: float) -> float:
@@ -281,6 +287,45 @@ def second_order_kl(params: dict, likelihood_sd: float, x: torch.Tensor, y: torc
     return total
 
 
+# -- the bonus's noise: a counter-based hash of each transition ------------------------------------
+
+_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser (Steele et al. 2014), elementwise on uint64: a bijective, well-mixed hash."""
+    with np.errstate(over="ignore"):
+        x = (x + np.uint64(0x9E3779B97F4A7C15)) & _MASK64
+        x = ((x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)) & _MASK64
+        x = ((x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)) & _MASK64
+        return x ^ (x >> np.uint64(31))
+
+
+def row_keys(rows: np.ndarray, key: np.uint64) -> np.ndarray:
+    """One 64-bit hash per float32 row [B, D] (its bytes, chained through SplitMix64), salted by `key`."""
+    words = np.ascontiguousarray(rows, np.float32).view(np.uint32).astype(np.uint64)
+    h = np.full(len(rows), key, np.uint64)
+    for j in range(words.shape[1]):
+        h = _splitmix64(h ^ words[:, j])
+    return h
+
+
+def hashed_noise(keys: np.ndarray, n_samples: int, units) -> list[np.ndarray]:
+    """Standard normal noise [B, S, units_l] for every layer, a deterministic function of each row's
+    key (Box-Muller on the two 32-bit halves of SplitMix64(key ^ counter)): the same transition always
+    draws the same noise, independently of the other rows of its batch."""
+    out, offset = [], 0
+    for n_units in units:
+        counter = _splitmix64(np.arange(offset, offset + n_samples * n_units, dtype=np.uint64))
+        bits = _splitmix64(keys[:, None] ^ counter[None, :])
+        u1 = ((bits >> np.uint64(32)).astype(np.float64) + 0.5) / 2.0**32
+        u2 = ((bits & np.uint64(0xFFFFFFFF)).astype(np.float64) + 0.5) / 2.0**32
+        normal = np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
+        out.append(normal.astype(np.float32).reshape(len(keys), n_samples, n_units))
+        offset += n_samples * n_units
+    return out
+
+
 # -- the replay pool ---------------------------------------------------------------------------------
 
 class ReplayPool(RingBuffer):
@@ -303,12 +348,13 @@ class ReplayPool(RingBuffer):
             self._stats = sa.mean(0), sa.std(0)
         return self._stats
 
-    def standardise(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def standardise(self, rows: np.ndarray, stats: tuple | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(inputs (s, a), targets s') standardised as the reference: (v − mean) / (std + ε), ε = 1e-8
-        there (`std_epsilon`). A coordinate that is constant over the pool's states but not over their
-        successors (a terminal state is only ever a successor) gets targets of ±1/ε: with the
-        reference's ε they swamp the likelihood, so environments with such states need a larger ε."""
-        mean, std = self.stats()
+        there (`std_epsilon`), with the pool's current statistics or the given (mean, std). A coordinate
+        that is constant over the pool's states but not over their successors (a terminal state is only
+        ever a successor) gets targets of ±1/ε: with the reference's ε they swamp the likelihood, so
+        environments with such states need a larger ε."""
+        mean, std = self.stats() if stats is None else stats
         d = self.obs_dim + self.act_dim
         inputs = (rows[..., :d] - mean) / (std + self.std_epsilon)
         targets = (rows[..., d:] - mean[:self.obs_dim]) / (std[:self.obs_dim] + self.std_epsilon)
@@ -327,7 +373,7 @@ class VIME(ExplorationMethod):
     The model is tiny and trained with minibatches of 10, so it always runs on the CPU (in numpy
     and torch), whatever `device` says."""
 
-    requires = Requirements(agent_families=("on_policy",), observation_kinds=("vector",))
+    requires = Requirements(agent_families=("on_policy", "off_policy"), observation_kinds=("vector",))
 
     def __init__(self, observation_space, action_space, *, seed: int = 0, device="cpu",
                  hidden=(32,), prior_sd: float = 0.5, likelihood_sd: float = 5.0, n_samples: int = 10,
@@ -367,53 +413,53 @@ class VIME(ExplorationMethod):
         init_ss, rng_ss = np.random.SeedSequence(seed).spawn(2)
         self.bnn = BayesianDynamics(obs_dim + act_dim, hidden, obs_dim, prior_sd, likelihood_sd,
                                     learning_rate, np.random.default_rng(init_ss))
-        self.rng = np.random.default_rng(rng_ss)     # noise draws and pool minibatches
+        self.rng = np.random.default_rng(rng_ss)     # pool minibatches and their noise
+        self.noise_key = np.uint64(rng_ss.generate_state(1, np.uint64)[0])  # the bonus's noise (hashed_noise)
         self.pool = ReplayPool(replay_pool_size, obs_dim, act_dim, std_epsilon)
-        self.iterations = 0                          # intrinsic_reward calls (the reference's itr + 1)
-        self.last_kl = np.zeros(0)
+        self.trainings = 0                           # model updates so far (no bonus before the first)
+        self.input_stats: tuple | None = None        # the pool's statistics the model was last trained with
 
-    def _transitions(self, rollout: Rollout) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(s, a, s') of every step, flat [T * N, ...]; discrete actions one-hot."""
-        obs = rollout.flat(rollout.obs).reshape(rollout.num_steps * rollout.num_envs, -1)
-        nxt = rollout.flat(rollout.next_obs()).reshape(len(obs), -1)
-        act = rollout.flat(rollout.actions)
-        if self.n_actions is not None:
-            act = np.eye(self.n_actions, dtype=np.float32)[np.asarray(act, np.int64).reshape(-1)]
+    def _rows(self, transitions: Transitions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(s, a, s') of every row, flat; discrete actions one-hot."""
+        obs = transitions.obs.reshape(len(transitions), -1)
+        nxt = transitions.next_obs.reshape(len(obs), -1)
+        act = transitions.actions_one_hot(self.n_actions) if self.n_actions is not None else transitions.actions
         return obs, act.reshape(len(obs), -1), nxt
 
     def information_gain(self, obs: np.ndarray, act: np.ndarray, next_obs: np.ndarray) -> np.ndarray:
-        """The clipped second-order-step KL of every transition (flat arrays; act one-hot if
-        discrete), standardised with the pool's current statistics. Needs a non-empty pool."""
-        x, y = self.pool.standardise(np.concatenate([obs, act, next_obs], 1))
+        """The clipped second-order-step KL of every transition (flat arrays; act one-hot if discrete),
+        standardised with the statistics the model was trained with. Pure: the S noise draws of a
+        transition are a hash of the transition and of the model's version (`hashed_noise`), so a
+        transition gets the same bonus in any batch, and a fresh draw after each model update."""
+        rows = np.concatenate([obs, act, next_obs], 1).astype(np.float32)
+        x, y = self.pool.standardise(rows, self.input_stats)
+        keys = row_keys(rows, self.noise_key ^ np.uint64(self.trainings))
         kls = []
         for start in range(0, len(x), self.kl_chunk):
             xb, yb = x[start:start + self.kl_chunk], y[start:start + self.kl_chunk]
-            noise = self.bnn.noise(len(xb), self.n_samples, rng=self.rng)
+            noise = hashed_noise(keys[start:start + self.kl_chunk], self.n_samples, self.bnn.sizes[1:])
             kls.append(second_order_kl(self.bnn.params(), self.bnn.likelihood_sd, torch.from_numpy(xb),
                                        torch.from_numpy(yb), [torch.from_numpy(e) for e in noise],
                                        self.step_size, self.kl_form).numpy())
         return np.clip(np.concatenate(kls), 0.0, self.kl_clip)
 
-    def intrinsic_reward(self, rollout: Rollout) -> np.ndarray:
-        """KL[q(θ; φ') ‖ q(θ; φ)] of one second-order step on each transition, clipped to
-        [0, kl_clip]; zero in the first iteration (the reference's `itr > 0`) and while the pool is
-        empty. Nothing is updated (except the noise generator)."""
-        self.iterations += 1
-        shape = rollout.rewards_ext.shape
-        if self.iterations == 1 or self.pool.size == 0:
-            self.last_kl = np.zeros(0)
-            return np.zeros(shape)
-        self.last_kl = self.information_gain(*self._transitions(rollout))
-        return self.last_kl.reshape(shape).astype(np.float64)
+    def observe(self, transitions: Transitions) -> None:
+        """The new transitions enter the pool."""
+        self.pool.add(*self._rows(transitions))
 
-    def update(self, rollout: Rollout) -> dict:
-        """Add the batch to the pool; once the pool holds min_pool_size transitions, take
-        n_updates_per_sample Adam steps on the −ELBO of minibatches of pool_batch_size."""
-        self.pool.add(*self._transitions(rollout))
+    def intrinsic_reward(self, transitions: Transitions) -> np.ndarray:
+        """KL[q(θ; φ') ‖ q(θ; φ)] of one second-order step on each transition, clipped to
+        [0, kl_clip]; zero until the model has been trained once (the reference's first iteration,
+        `itr > 0`, and any iteration before the pool reaches min_pool_size)."""
+        if self.trainings == 0:
+            return np.zeros(len(transitions))
+        return self.information_gain(*self._rows(transitions)).astype(np.float64)
+
+    def update(self, transitions: Transitions, feedback=None) -> dict:
+        """Once the pool holds min_pool_size transitions, take n_updates_per_sample Adam steps on the
+        −ELBO of minibatches of pool_batch_size, standardised with the pool's statistics, which the
+        bonus then keeps using until the next update."""
         metrics = {"pool_size": float(self.pool.size)}
-        if len(self.last_kl):
-            metrics.update(kl_mean=float(self.last_kl.mean()), kl_median=float(np.median(self.last_kl)),
-                           kl_max=float(self.last_kl.max()))
         if self.pool.size < self.min_pool_size or self.n_updates == 0:
             return metrics
         idx = self.rng.integers(0, self.pool.size, (self.n_updates, self.pool_batch_size))
@@ -427,6 +473,8 @@ class VIME(ExplorationMethod):
             for j in range(noise[0].shape[0]):
                 nll += self.bnn.train_step(x[start + j], y[start + j], [e[j] for e in noise], self.n_batches)
         after = float(np.mean((self.bnn.predict_mean(probe_x) - probe_y) ** 2))
+        self.trainings += 1
+        self.input_stats = self.pool.stats()
         metrics.update(nll=nll / self.n_updates, kl_prior=self.bnn.kl_to_prior(),
                        dyn_sq_loss_before=before, dyn_sq_loss_after=after)
         if not (np.isfinite(list(metrics.values())).all() and np.isfinite(self.bnn.theta).all()):
@@ -435,52 +483,13 @@ class VIME(ExplorationMethod):
 
     def state_dict(self) -> dict:
         return {"bnn": self.bnn.state_dict(), "pool": self.pool.state_dict(),
-                "rng": copy.deepcopy(self.rng.bit_generator.state), "iterations": self.iterations,
-                "last_kl": self.last_kl.copy()}
+                "rng": copy.deepcopy(self.rng.bit_generator.state), "noise_key": int(self.noise_key),
+                "trainings": self.trainings,
+                "input_stats": copy.deepcopy(self.input_stats)}
 
     def load_state_dict(self, state: dict) -> None:
         self.bnn.load_state_dict(state["bnn"])
         self.pool.load_state_dict(state["pool"])
         self.rng.bit_generator.state = state["rng"]
-        self.iterations, self.last_kl = int(state["iterations"]), np.asarray(state["last_kl"])
-
-
-if __name__ == "__main__":
-    # python -m algos.exploration.vime: the per-transition KL time for 5000 transitions and the BNN
-    # training time per iteration, one thread, at sparse HalfCheetah's sizes (20-D obs, 6-D action).
-    import argparse
-    import time
-
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--transitions", type=int, default=5000)
-    parser.add_argument("--updates", type=int, default=5000, help="n_updates_per_sample to time")
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    obs_space, act_space = gym.spaces.Box(-np.inf, np.inf, (20,)), gym.spaces.Box(-1, 1, (6,))
-    data = np.random.default_rng(0).standard_normal((args.transitions, 46)).astype(np.float32)
-    for form in KL_FORMS:
-        vime = VIME(obs_space, act_space, seed=0, kl_form=form, n_updates_per_sample=args.updates,
-                    replay_pool_size=1000000)
-        vime.pool.add(data[:, :20], data[:, 20:26], data[:, 26:])
-        vime.information_gain(data[:8, :20], data[:8, 20:26], data[:8, 26:])      # torch.func warm-up
-        times = []
-        for _ in range(5):
-            t0 = time.perf_counter()
-            vime.information_gain(data[:, :20], data[:, 20:26], data[:, 26:])
-            times.append(time.perf_counter() - t0)
-        print(f"per-transition KL ({form:9s}), {args.transitions} transitions: "
-              f"median {np.median(times):.3f} s, min {min(times):.3f} s")
-    vime.last_kl = np.zeros(0)
-    t0 = time.perf_counter()
-    vime.pool.add(data[:1, :20], data[:1, 20:26], data[:1, 26:])
-    rollout_free_update = vime.n_updates
-    idx = vime.rng.integers(0, vime.pool.size, (rollout_free_update, vime.pool_batch_size))
-    x, y = vime.pool.standardise(vime.pool.data[idx])
-    noise = vime.bnn.noise(rollout_free_update, vime.n_samples, vime.pool_batch_size, rng=vime.rng)
-    t1 = time.perf_counter()
-    for j in range(rollout_free_update):
-        vime.bnn.train_step(x[j], y[j], [e[j] for e in noise], vime.n_batches)
-    t2 = time.perf_counter()
-    print(f"BNN training, {args.updates} Adam steps of {vime.pool_batch_size} transitions x "
-          f"{vime.n_samples} samples: {t2 - t1:.3f} s ({(t2 - t1) / max(args.updates, 1) * 1e6:.0f} us/step; "
-          f"sampling and noise {t1 - t0:.3f} s)")
+        self.trainings, self.input_stats = int(state["trainings"]), copy.deepcopy(state["input_stats"])
+        self.noise_key = np.uint64(state["noise_key"])

@@ -4,7 +4,7 @@ With 64-sample minibatches (PPO's defaults) a 64x64 MLP update is ~0.1 ms of ari
 of autograd and optimizer bookkeeping. Three tools remove most of that:
 
 - FlatParameters: all parameters live in one tensor and all gradients in another, so zeroing,
-  global-norm clipping and (fused) Adam are single operations.
+  global-norm clipping and (fused) Adam are single operations. (PPO's autograd path uses it too.)
 - FastMLP: an MLP's forward pass keeping its activations, and the exact backward pass written
   out, writing into the flat gradient buffer. Tests check it against autograd.
 - NumpyMLP: acting with numpy on views of the (CPU) weights, a few microseconds per step.
@@ -16,6 +16,8 @@ import math
 import numpy as np
 import torch
 from torch import nn
+
+__all__ = ["FastMLP", "FlatAdam", "FlatParameters", "NumpyMLP", "mlp_parts", "tanh_"]
 
 
 class FlatParameters:

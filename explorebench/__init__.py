@@ -1,0 +1,1 @@
+"""explorebench: what every layer (envs/, algos/, runner/) shares."""

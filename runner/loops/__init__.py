@@ -1,0 +1,44 @@
+"""One training loop per agent family (the agent's `family` picks it): on_policy, off_policy, meta.
+
+A loop owns the collection for its family and calls the exploration method's verbs in the pinned
+order (algos/exploration/base.py); runner/train.py owns everything the families share (validation,
+building, resume, signals, checkpoint cadence, evaluation, logging). `iteration()` returns one row of
+progress.csv without the run-level columns (iteration, env_steps, wall_s, sps, eval_*).
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from algos.common.checks import check_finite
+from runner.collect import EpisodeStats
+
+
+def episode_columns(episodes: EpisodeStats) -> dict:
+    """The row's episode columns: extrinsic return, task metric and length of the episodes that ended."""
+    def mean(xs):
+        return float(np.mean(xs)) if len(xs) else float("nan")
+    return {"return_ext_mean": mean(episodes.returns),
+            "return_ext_std": float(np.std(episodes.returns)) if episodes.returns else float("nan"),
+            "task_metric_mean": mean(episodes.task_metrics),
+            "episode_len_mean": mean(episodes.lengths), "episodes": len(episodes.returns)}
+
+
+def bonus_of_new_experience(exploration, shaper, transitions, component: str) -> tuple:
+    """observe -> [update, for methods that fit before scoring] -> intrinsic_reward -> shaper:
+    (r_int [B], coef * normalise(r_int) [B], the update's metrics or None, seconds spent in update)."""
+    exploration.observe(transitions)
+    fit_metrics, fit_s = None, 0.0
+    if exploration.fit_before_scoring:
+        start = time.perf_counter()
+        fit_metrics = exploration.update(transitions)
+        fit_s = time.perf_counter() - start
+    r_int = exploration.intrinsic_reward(transitions)
+    check_finite(component, intrinsic_reward=r_int)
+    shaper.observe(r_int)
+    return r_int, shaper.apply(r_int), fit_metrics, fit_s
+
+
+def bonus_columns(r_int: np.ndarray, bonus: np.ndarray) -> dict:
+    return {"bonus_raw_mean": float(np.mean(r_int)), "bonus_scaled_mean": float(np.mean(bonus))}

@@ -1,0 +1,89 @@
+"""The off-policy loop (DDPG, SAC): experience goes to the agent's replay, rewards are computed when a
+minibatch is sampled.
+
+Each iteration is agent.batch_size env steps, in chunks of `agent.collect_steps` steps per env:
+
+    rollout = collect(collect_steps per env: agent.act, exploration.behaviour_action)
+    t = rollout.transitions();  exploration.observe(t)
+    [exploration.update(t)                  methods that fit before they score]
+    r_int = exploration.intrinsic_reward(t);  shaper.observe(r_int)     (the shaper's statistics move
+                                                                         with new experience only)
+    agent.observe(t)                                                     (into the replay)
+    agent.update(reward_fn),  reward_fn(minibatch) = r_ext + shaper.apply(exploration.intrinsic_reward(minibatch))
+    [exploration.update(t)                  the others]
+
+The row's metrics are the chunks' means (numbers) and the bonus columns those of the new experience.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from algos.common.checks import check_finite, require
+from runner.collect import Collector, EpisodeStats
+from runner.loops import bonus_columns, bonus_of_new_experience, episode_columns
+
+
+class OffPolicyLoop:
+    def __init__(self, vec_env, agent, exploration, shaper, *, steps_per_env: int, env_seeds: list[int],
+                 components: dict, **_):
+        chunk = int(getattr(agent, "collect_steps", None) or steps_per_env)
+        require(chunk > 0 and steps_per_env % chunk == 0, "agent.collect_steps",
+                f"must divide the env steps per env and iteration ({steps_per_env}), got {chunk}")
+        self.agent, self.exploration, self.shaper = agent, exploration, shaper
+        self.collector = Collector(vec_env, chunk)
+        self.chunks = steps_per_env // chunk
+        self.env_seeds, self.components = env_seeds, components
+
+    def start(self) -> None:
+        self.collector.reset(self.env_seeds)
+
+    def reward_fn(self, minibatch) -> np.ndarray:
+        """r = r_ext + coef * normalise(r_int) of a replay minibatch, at sample time."""
+        if self.shaper.coef == 0.0:
+            return np.asarray(minibatch.rewards_ext, np.float64)
+        r_int = self.exploration.intrinsic_reward(minibatch)
+        check_finite(self.components["exploration"], intrinsic_reward=r_int)
+        return minibatch.rewards_ext + self.shaper.apply(r_int)
+
+    def iteration(self) -> dict:
+        episodes, times = EpisodeStats(), dict.fromkeys(("collect", "bonus", "explore", "agent"), 0.0)
+        r_ints, bonuses, agent_rows, explore_rows = [], [], [], []
+        for _ in range(self.chunks):
+            t0 = time.perf_counter()
+            rollout, chunk_episodes = self.collector.collect(self.agent, self.exploration)
+            for name in ("returns", "lengths", "task_metrics"):
+                getattr(episodes, name).extend(getattr(chunk_episodes, name))
+            t1 = time.perf_counter()
+            transitions = rollout.transitions()
+            r_int, bonus, explore_metrics, fit_s = bonus_of_new_experience(
+                self.exploration, self.shaper, transitions, self.components["exploration"])
+            self.agent.observe(transitions)
+            t2 = time.perf_counter()
+            agent_rows.append(self.agent.update(self.reward_fn))
+            t3 = time.perf_counter()
+            if explore_metrics is None:
+                explore_metrics = self.exploration.update(transitions)
+            t4 = time.perf_counter()
+            r_ints.append(r_int)
+            bonuses.append(bonus)
+            explore_rows.append(explore_metrics)
+            for name, seconds in zip(times, (t1 - t0, t2 - t1 - fit_s, t4 - t3 + fit_s, t3 - t2)):
+                times[name] += seconds
+        return {**episode_columns(episodes), **bonus_columns(np.concatenate(r_ints), np.concatenate(bonuses)),
+                "time_collect_s": times["collect"], "time_bonus_s": times["bonus"],
+                "time_explore_update_s": times["explore"], "time_agent_update_s": times["agent"],
+                **mean_metrics(agent_rows), **{f"expl_{k}": v for k, v in mean_metrics(explore_rows).items()}}
+
+    def state_dict(self) -> dict:
+        return {"collector": self.collector.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.collector.load_state_dict(state["collector"])
+
+
+def mean_metrics(rows: list[dict]) -> dict:
+    """The mean of each metric over the rows that report it."""
+    keys = dict.fromkeys(k for row in rows for k in row)
+    return {k: float(np.mean([row[k] for row in rows if k in row])) for k in keys}

@@ -25,8 +25,8 @@ RENAMED_KEYS = {"agent.normalize_advantages": "agent.normalise_advantages",
 
 
 def refuse_renamed_keys(overrides) -> None:
-    """ConfigError for a command-line override of a renamed key (before Hydra, whose own message
-    would not say what the key is called now)."""
+    """ConfigError for a renamed key among `overrides` (command-line overrides, checked before Hydra,
+    whose own message would not say what the key is called now; or keys found in a composed config)."""
     for override in overrides:
         key = override.split("=", 1)[0].lstrip("+~")
         if key in RENAMED_KEYS:
@@ -121,6 +121,7 @@ def validate_run_config(cfg: DictConfig) -> None:
     are checked by their constructors, which also run before any training work."""
     require(isinstance(cfg.seed, int) and cfg.seed >= 0, "seed",
             f"must be a non-negative integer, got {cfg.seed!r}")
+    refuse_renamed_keys(key for key in RENAMED_KEYS if OmegaConf.select(cfg, key) is not None)  # from a preset
     for key in ("threads", "total_env_steps", "checkpoint_every"):
         require_positive(key, OmegaConf.select(cfg, key))
     every = cfg.get("eval_every")

@@ -231,3 +231,17 @@ def test_an_old_spelling_is_refused_naming_the_new_key(tmp_path, subprocess_env,
     assert out.returncode == 2
     assert f"{old}: this key is now called {new}" in out.stderr
     assert not (tmp_path / "progress.csv").exists()
+
+
+def test_an_old_spelling_in_a_preset_is_refused_before_any_work(tmp_path, capsys):
+    from omegaconf import open_dict
+
+    from runner.config import compose
+    from runner.train import train
+
+    cfg, choices = compose(["env=cartpole", *TINY["trpo"]])
+    with open_dict(cfg):
+        cfg.agent.normalize_advantages = True  # as an old experiment preset would set it
+    assert train(cfg, tmp_path, choices, show_progress=False) == 2
+    assert "agent.normalize_advantages: this key is now called agent.normalise_advantages" in capsys.readouterr().err
+    assert not (tmp_path / "progress.csv").exists()

@@ -130,13 +130,9 @@ class CountMinSketch:
         terms = (words[:, :, None] % self.bucket_sizes) * self.word_weights  # each < 2^52
         return (terms.sum(axis=1) % self.bucket_sizes).astype(np.int64) + self.offsets
 
-    def query(self, keys: np.ndarray, pending: bool = True) -> np.ndarray:
-        """Count of each row's code [B]; with `pending`, as if `keys` themselves were already added."""
-        counts = self.counts[keys].astype(np.int64)
-        if pending:
-            unique, inverse, batch_counts = np.unique(keys, return_inverse=True, return_counts=True)
-            counts += batch_counts[inverse.reshape(keys.shape)]
-        return counts.min(axis=1)
+    def query(self, keys: np.ndarray) -> np.ndarray:
+        """Count of each row's code [B] (the minimum over the tables)."""
+        return self.counts[keys].min(axis=1).astype(np.int64)
 
     def add(self, keys: np.ndarray) -> int:
         """Count every row of `keys` once; returns how many buckets of the first table were empty."""
@@ -185,7 +181,7 @@ class CodeCounter:
         self.total += len(keys)
 
     def bonus(self, bits: np.ndarray) -> np.ndarray:
-        return count_bonus(self.sketch.query(self.sketch.keys(bits), pending=False))
+        return count_bonus(self.sketch.query(self.sketch.keys(bits)))
 
     def metrics(self) -> dict:
         return {"distinct_codes": self.distinct, "counted_states": self.total}

@@ -103,3 +103,17 @@ def test_an_unknown_agent_family_is_refused_naming_agent(tmp_path, capsys):
 def test_an_on_policy_only_method_is_refused_for_off_policy_agents(tmp_path, capsys):
     assert train_in_process(tmp_path, "agent=tiny_replay", "env=pendulum", "exploration=emi") == 2
     assert "exploration=emi cannot run here: agent=tiny_replay is off_policy" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args,key", [(["agent=trpo", "env=cartpole", "agent.batch_size=200", "agent.num_envs=2",
+                                        "total_env_steps=400"], "kl"),
+                                       ([*REPLAY[:2], "total_env_steps=200"], "replay_size"),
+                                       ([*META, "total_env_steps=320"], "bias_norm")],
+                         ids=["on_policy", "off_policy", "meta"])
+def test_exploration_update_gets_the_agents_measurements_as_feedback(tmp_path, monkeypatch, args, key):
+    from algos.exploration.none import NoExploration
+
+    seen = []
+    monkeypatch.setattr(NoExploration, "update", lambda self, t, feedback=None: seen.append(feedback) or {})
+    assert train_in_process(tmp_path, *args) == 0
+    assert seen and all(isinstance(f, dict) and key in f for f in seen)

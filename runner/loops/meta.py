@@ -8,7 +8,7 @@
             bonus as on-policy (observe, [update], intrinsic_reward, shaper); rollout_k.rewards = r_ext + bonus
             if k < inner_steps: agent.adapt(i, rollout_k)           (act uses the adapted parameters next)
     agent.meta_update([[rollout_0, ..., rollout_inner] for each task])
-    exploration.update(...) on the whole iteration's experience      (methods that do not fit first)
+    exploration.update(all of it, feedback=the meta-update's metrics)    (methods that do not fit first)
 
 A collection is ceil(agent.fast_batch_size / num_envs) whole episodes of env.max_episode_steps per
 env (runner.config.iteration_env_steps). The row's episode columns are those of the last (adapted)
@@ -86,7 +86,7 @@ class MetaLoop:
         agent_metrics = self.agent.meta_update(rollouts)
         t1 = time.perf_counter()
         if not self.exploration.fit_before_scoring:
-            explore_metrics = self.exploration.update(concatenate(seen))
+            explore_metrics = self.exploration.update(concatenate(seen), feedback=agent_metrics)
         t2 = time.perf_counter()
         times["agent"] += t1 - t0
         times["explore"] += t2 - t1

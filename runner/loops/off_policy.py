@@ -10,7 +10,7 @@ Each iteration is agent.batch_size env steps, in chunks of `agent.collect_steps`
                                                                          with new experience only)
     agent.observe(t)                                                     (into the replay)
     agent.update(reward_fn),  reward_fn(minibatch) = r_ext + shaper.apply(exploration.intrinsic_reward(minibatch))
-    [exploration.update(t)                  the others]
+    [exploration.update(t, feedback=the agent's metrics)        the others]
 
 The row's metrics are the chunks' means (numbers) and the bonus columns those of the new experience.
 """
@@ -64,7 +64,7 @@ class OffPolicyLoop:
             agent_rows.append(self.agent.update(self.reward_fn))
             t3 = time.perf_counter()
             if explore_metrics is None:
-                explore_metrics = self.exploration.update(transitions)
+                explore_metrics = self.exploration.update(transitions, feedback=agent_rows[-1])
             t4 = time.perf_counter()
             r_ints.append(r_int)
             bonuses.append(bonus)

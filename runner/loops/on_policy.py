@@ -6,7 +6,7 @@
     r_int = exploration.intrinsic_reward(t);  shaper.observe(r_int)
     rollout.rewards = r_ext + shaper.apply(r_int)
     agent.update(rollout)
-    [exploration.update(t)                  the others]
+    [exploration.update(t, feedback=the agent's metrics)        the others]
 """
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ class OnPolicyLoop:
         agent_metrics = self.agent.update(rollout)
         t3 = time.perf_counter()
         if explore_metrics is None:
-            explore_metrics = self.exploration.update(transitions)
+            explore_metrics = self.exploration.update(transitions, feedback=agent_metrics)
         t4 = time.perf_counter()
         return {**episode_columns(episodes), **bonus_columns(r_int, bonus),
                 "time_collect_s": t1 - t0, "time_bonus_s": t2 - t1 - fit_s,

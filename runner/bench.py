@@ -21,9 +21,8 @@ import torch
 
 from runner.config import compose, iteration_env_steps, resolve_device
 from runner.envs import make_vector_env
+from runner.progress import PHASE_COLUMNS
 from runner.train import derive_seeds, train
-
-PHASES = ["time_collect_s", "time_bonus_s", "time_explore_update_s", "time_agent_update_s"]
 
 
 def raw_steps_per_second(env_cfg, num_envs: int, steps: int, seed: int = 0) -> float:
@@ -62,7 +61,7 @@ def runner_figures(overrides: list[str], iterations: int, warmup: int = 1) -> di
     timed = rows[warmup:]
     wall = float(timed[-1]["wall_s"]) - float(rows[warmup - 1]["wall_s"])
     return {"sps": batch * len(timed) / wall,
-            "phases": {p: float(np.mean([float(r[p]) for r in timed])) for p in PHASES},
+            "phases": {p: float(np.mean([float(r[p]) for r in timed])) for p in PHASE_COLUMNS},
             "iteration_s": wall / len(timed), "batch_size": batch, "device": cfg.device}
 
 

@@ -21,6 +21,12 @@ class EpisodeStats:
     lengths: list = field(default_factory=list)
     task_metrics: list = field(default_factory=list)
 
+    def extend(self, other: "EpisodeStats") -> None:
+        """Add the episodes of another collection."""
+        self.returns += other.returns
+        self.lengths += other.lengths
+        self.task_metrics += other.task_metrics
+
 
 class Collector:
     """Keeps the vector env's episodes running across iterations (no reset between batches). Before each

@@ -13,6 +13,7 @@ import numpy as np
 
 from algos.common.checks import check_finite
 from runner.collect import EpisodeStats
+from runner.progress import PHASE_COLUMNS
 
 
 def episode_columns(episodes: EpisodeStats) -> dict:
@@ -42,3 +43,20 @@ def bonus_of_new_experience(exploration, shaper, transitions, component: str) ->
 
 def bonus_columns(r_int: np.ndarray, bonus: np.ndarray) -> dict:
     return {"bonus_raw_mean": float(np.mean(r_int)), "bonus_scaled_mean": float(np.mean(bonus))}
+
+
+def phase_columns(collect: float, bonus: float, explore_update: float, agent_update: float) -> dict:
+    """The row's seconds per phase (runner.progress.PHASE_COLUMNS, in that order)."""
+    return dict(zip(PHASE_COLUMNS, (collect, bonus, explore_update, agent_update)))
+
+
+def add_phases(total: dict, *seconds: float) -> None:
+    """Accumulate one more collection's phase seconds into `total` (phase_columns' keys)."""
+    for name, value in phase_columns(*seconds).items():
+        total[name] = total.get(name, 0.0) + value
+
+
+def mean_metrics(rows: list[dict], prefix: str = "") -> dict:
+    """The mean of each metric over the rows that report it, its name prefixed."""
+    keys = dict.fromkeys(k for row in rows for k in row)
+    return {prefix + k: float(np.mean([row[k] for row in rows if k in row])) for k in keys}

@@ -23,7 +23,7 @@ import numpy as np
 
 from algos.common.rollout import Transitions
 from runner.collect import Collector, EpisodeStats
-from runner.loops import bonus_columns, bonus_of_new_experience, episode_columns
+from runner.loops import add_phases, bonus_columns, bonus_of_new_experience, episode_columns, mean_metrics
 
 
 def concatenate(batches: list[Transitions]) -> Transitions:
@@ -50,7 +50,7 @@ class MetaLoop:
         return self.env.envs[0].get_wrapper_attr("sample_tasks")(n, self.rng)
 
     def iteration(self) -> dict:
-        times = dict.fromkeys(("collect", "bonus", "explore", "agent"), 0.0)
+        times = {}
         first, last = EpisodeStats(), EpisodeStats()
         rollouts, seen, r_ints, bonuses, explore_metrics = [], [], [], [], {}
         adapt_rows = []
@@ -72,11 +72,8 @@ class MetaLoop:
                 if k < self.agent.inner_steps:
                     adapt_rows.append(self.agent.adapt(i, rollout))
                 t3 = time.perf_counter()
-                for name, seconds in zip(times, (t1 - t0, t2 - t1 - fit_s, fit_s, t3 - t2)):
-                    times[name] += seconds
-                stats = first if k == 0 else last
-                for name in ("returns", "lengths", "task_metrics"):
-                    getattr(stats, name).extend(getattr(episodes, name))
+                add_phases(times, t1 - t0, t2 - t1 - fit_s, fit_s, t3 - t2)
+                (first if k == 0 else last).extend(episodes)
                 per_task.append(rollout)
                 seen.append(transitions)
                 r_ints.append(r_int)
@@ -88,16 +85,12 @@ class MetaLoop:
         if not self.exploration.fit_before_scoring:
             explore_metrics = self.exploration.update(concatenate(seen), feedback=agent_metrics)
         t2 = time.perf_counter()
-        times["agent"] += t1 - t0
-        times["explore"] += t2 - t1
-        adapt_metrics = {f"adapt_{k}": float(np.mean([r[k] for r in adapt_rows if k in r]))
-                         for k in dict.fromkeys(k for r in adapt_rows for k in r)}
+        add_phases(times, 0.0, 0.0, t2 - t1, t1 - t0)
         return {**episode_columns(last if self.agent.inner_steps else first),
                 **bonus_columns(np.concatenate(r_ints), np.concatenate(bonuses)),
-                "time_collect_s": times["collect"], "time_bonus_s": times["bonus"],
-                "time_explore_update_s": times["explore"], "time_agent_update_s": times["agent"],
-                "return_ext_pre_adapt_mean": episode_columns(first)["return_ext_mean"],
-                **agent_metrics, **adapt_metrics, **{f"expl_{k}": v for k, v in explore_metrics.items()}}
+                **times, "return_ext_pre_adapt_mean": episode_columns(first)["return_ext_mean"],
+                **agent_metrics, **mean_metrics(adapt_rows, "adapt_"),
+                **{f"expl_{k}": v for k, v in explore_metrics.items()}}
 
     def state_dict(self) -> dict:
         return {"rng": self.rng.bit_generator.state}

@@ -22,7 +22,7 @@ import numpy as np
 
 from algos.common.checks import check_finite, require
 from runner.collect import Collector, EpisodeStats
-from runner.loops import bonus_columns, bonus_of_new_experience, episode_columns
+from runner.loops import add_phases, bonus_columns, bonus_of_new_experience, episode_columns, mean_metrics
 
 
 class OffPolicyLoop:
@@ -48,13 +48,12 @@ class OffPolicyLoop:
         return minibatch.rewards_ext + self.shaper.apply(r_int)
 
     def iteration(self) -> dict:
-        episodes, times = EpisodeStats(), dict.fromkeys(("collect", "bonus", "explore", "agent"), 0.0)
+        episodes, times = EpisodeStats(), {}
         r_ints, bonuses, agent_rows, explore_rows = [], [], [], []
         for _ in range(self.chunks):
             t0 = time.perf_counter()
             rollout, chunk_episodes = self.collector.collect(self.agent, self.exploration)
-            for name in ("returns", "lengths", "task_metrics"):
-                getattr(episodes, name).extend(getattr(chunk_episodes, name))
+            episodes.extend(chunk_episodes)
             t1 = time.perf_counter()
             transitions = rollout.transitions()
             r_int, bonus, explore_metrics, fit_s = bonus_of_new_experience(
@@ -69,12 +68,9 @@ class OffPolicyLoop:
             r_ints.append(r_int)
             bonuses.append(bonus)
             explore_rows.append(explore_metrics)
-            for name, seconds in zip(times, (t1 - t0, t2 - t1 - fit_s, t4 - t3 + fit_s, t3 - t2)):
-                times[name] += seconds
+            add_phases(times, t1 - t0, t2 - t1 - fit_s, t4 - t3 + fit_s, t3 - t2)
         return {**episode_columns(episodes), **bonus_columns(np.concatenate(r_ints), np.concatenate(bonuses)),
-                "time_collect_s": times["collect"], "time_bonus_s": times["bonus"],
-                "time_explore_update_s": times["explore"], "time_agent_update_s": times["agent"],
-                **mean_metrics(agent_rows), **{f"expl_{k}": v for k, v in mean_metrics(explore_rows).items()}}
+                **times, **mean_metrics(agent_rows), **mean_metrics(explore_rows, "expl_")}
 
     def state_dict(self) -> dict:
         return {"collector": self.collector.state_dict()}
@@ -82,8 +78,3 @@ class OffPolicyLoop:
     def load_state_dict(self, state: dict) -> None:
         self.collector.load_state_dict(state["collector"])
 
-
-def mean_metrics(rows: list[dict]) -> dict:
-    """The mean of each metric over the rows that report it."""
-    keys = dict.fromkeys(k for row in rows for k in row)
-    return {k: float(np.mean([row[k] for row in rows if k in row])) for k in keys}

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 
 from runner.collect import Collector
-from runner.loops import bonus_columns, bonus_of_new_experience, episode_columns
+from runner.loops import bonus_columns, bonus_of_new_experience, episode_columns, phase_columns
 
 
 class OnPolicyLoop:
@@ -41,8 +41,7 @@ class OnPolicyLoop:
             explore_metrics = self.exploration.update(transitions, feedback=agent_metrics)
         t4 = time.perf_counter()
         return {**episode_columns(episodes), **bonus_columns(r_int, bonus),
-                "time_collect_s": t1 - t0, "time_bonus_s": t2 - t1 - fit_s,
-                "time_explore_update_s": t4 - t3 + fit_s, "time_agent_update_s": t3 - t2,
+                **phase_columns(t1 - t0, t2 - t1 - fit_s, t4 - t3 + fit_s, t3 - t2),
                 **agent_metrics, **{f"expl_{k}": v for k, v in explore_metrics.items()}}
 
     def state_dict(self) -> dict:

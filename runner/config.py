@@ -20,7 +20,6 @@ RESUMABLE_KEYS = ("total_env_steps", "resume", "device", "threads", "checkpoint_
 RENAMED_KEYS = {"agent.normalize_advantages": "agent.normalise_advantages",
                 "agent.normalize_observations": "agent.normalise_observations",
                 "agent.normalize_rewards": "agent.normalise_rewards",
-                "exploration.normalize": "exploration.normalise",
                 "exploration.normalize_states": "exploration.normalise_states"}
 
 

@@ -24,12 +24,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from algos.agents.base import AGENT_FAMILIES
 from algos.common.checks import require_choice
 from algos.common.normalizers import RunningMeanStd
 from algos.common.rollout import Transitions
 
 ACTION_KINDS = ("continuous", "discrete")
-AGENT_FAMILIES = ("on_policy", "off_policy", "meta")
 OBSERVATION_KINDS = ("vector", "pixels")
 
 

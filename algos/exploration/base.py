@@ -24,7 +24,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from algos.agents.base import AGENT_FAMILIES
 from algos.common.checks import require_choice
 from algos.common.normalizers import RunningMeanStd
 from algos.common.rollout import Transitions

@@ -34,9 +34,10 @@ import math
 
 import numpy as np
 
+from algos.agents.base import AGENT_FAMILIES
 from algos.common.checks import require, require_in_range, require_positive
 from algos.common.rollout import Transitions
-from algos.exploration.base import AGENT_FAMILIES, ExplorationMethod, Requirements
+from algos.exploration.base import ExplorationMethod, Requirements
 
 PREFERENCE_KEYS = ("logits", "q_values")
 

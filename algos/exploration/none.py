@@ -1,5 +1,6 @@
 """No exploration beyond the agent's own stochastic policy: the intrinsic reward is zero."""
-from algos.exploration.base import AGENT_FAMILIES, ExplorationMethod, Requirements
+from algos.agents.base import AGENT_FAMILIES
+from algos.exploration.base import ExplorationMethod, Requirements
 
 
 class NoExploration(ExplorationMethod):

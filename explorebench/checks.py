@@ -33,5 +33,11 @@ def require_in_range(key: str, value, low: float, high: float) -> None:
     require(ok, key, f"must be a number in [{low}, {high}], got {value!r}")
 
 
+def require_bool(key: str, value) -> bool:
+    """`value` if it is a boolean (true | false), else a ConfigError naming `key`."""
+    require(isinstance(value, bool), key, f"must be true or false, got {value!r}")
+    return value
+
+
 def require_choice(key: str, value, allowed) -> None:
     require(value in allowed, key, f"got {value!r}; allowed values: {' | '.join(map(str, allowed))}")

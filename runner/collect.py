@@ -1,5 +1,5 @@
 """Collection: step the vector env with the agent's policy (and an exploration method's behaviour
-actions) for a fixed number of steps, episodes running on across calls."""
+actions), for a fixed number of steps with episodes running on across calls, or in whole paths."""
 from __future__ import annotations
 
 import logging
@@ -11,6 +11,8 @@ from algos.common.rollout import Rollout
 from runner.env_state import get_vector_env_state, set_vector_env_state
 
 log = logging.getLogger("explorebench")
+
+PATH_SEED_STRIDE = 1_000_003  # whole-paths collection k resets env i with seed (seed_i + k * stride) mod 2^31
 
 
 @dataclass
@@ -29,79 +31,118 @@ class EpisodeStats:
 
 
 class Collector:
-    """Keeps the vector env's episodes running across iterations (no reset between batches). Before each
-    step, `agent.episode_start(mask)` is told which envs begin an episode (per-episode latents, skills);
-    after it, the agent's info (log_prob, logits, ...) is kept per step in the rollout."""
+    """Steps the vector env with the agent's policy (and an exploration method's behaviour actions).
+    Before each step, `agent.episode_start(mask)` is told which envs begin an episode (per-episode
+    latents, skills); after it, the agent's info (log_prob, logits, ...) is kept per step.
 
-    def __init__(self, vec_env, num_steps: int):
+    Two modes:
+    - carried over (default): `num_steps` steps of every env per collection, episodes running on
+      across collections; the rollout is [num_steps, N].
+    - whole paths (`whole_paths_min_steps` = agent.batch_size; rllab's BatchPolopt sampler): every
+      collection resets all envs, an env starts another episode only while fewer than that many
+      steps have been taken in all, and every started episode runs to its end. The paths form one
+      column, [total steps, 1], env by env, each path contiguous and ending in an episode end. Envs
+      that have stopped are still stepped (a vector env steps all) but their steps are dropped.
+    """
+
+    def __init__(self, vec_env, num_steps: int, whole_paths_min_steps: int | None = None):
         self.env, self.num_steps, self.num_envs = vec_env, num_steps, vec_env.num_envs
+        self.whole_paths_min_steps = whole_paths_min_steps
         self.obs = None
         self.episode_return = np.zeros(self.num_envs)
         self.episode_step = np.zeros(self.num_envs, np.int64)
         self.seeds: list[int] = []
         self.resets = 0  # restarts forced by resuming without an env snapshot
+        self.path_batches = 0  # whole-paths collections so far (each resets with its own seeds)
 
     def reset(self, seeds: list[int]) -> None:
         self.seeds = list(seeds)
+        self._reset_envs(self.seeds)
+
+    def _reset_envs(self, seeds: list[int]) -> None:
         self.obs, _ = self.env.reset(seed=seeds)
         self.obs = self.obs.copy()
         self.episode_return[:] = 0
         self.episode_step[:] = 0
 
     def collect(self, agent, exploration) -> tuple[Rollout, EpisodeStats]:
-        T, N = self.num_steps, self.num_envs
-        obs_buf = np.empty((T, N, *self.obs.shape[1:]), self.obs.dtype)
-        act_buf = logp_buf = None
-        info_buf: dict = {}
-        rew_buf = np.empty((T, N))
-        term_buf = np.empty((T, N), bool)
-        trunc_buf = np.empty((T, N), bool)
-        step_buf = np.empty((T, N), np.int64)
+        whole_paths = self.whole_paths_min_steps is not None
+        if whole_paths:  # fresh episodes, seeded per collection so that a resumed run repeats them
+            self._reset_envs([(s + PATH_SEED_STRIDE * self.path_batches) % 2**31 for s in self.seeds])
+            self.path_batches += 1
+        N = self.num_envs
+        steps = {k: [] for k in ("obs", "actions", "rewards", "terminated", "truncated", "episode_step", "kept")}
+        info_steps: dict = {}
+        logp_steps: list | None = None
         final_index, final_obs = [], []
         stats = EpisodeStats()
         behaviour = exploration.behaviour_action if exploration.changes_actions else None
-        obs = self.obs
-        for t in range(T):
-            starting = self.episode_step == 0
+        obs, kept, taken, t = self.obs, np.ones(N, bool), 0, 0
+        while kept.any() if whole_paths else t < self.num_steps:
+            starting = (self.episode_step == 0) & kept
             if starting.any():
                 agent.episode_start(starting)
             actions, info = agent.act(obs)
-            log_prob = info.get("log_prob")
+            log_prob = None
             if behaviour is not None:
                 actions, log_prob = behaviour(obs, actions, episode_step=self.episode_step, agent_info=info)
-            if act_buf is None:
-                act_buf = np.empty((T, *actions.shape), actions.dtype)
-                info_buf = {k: np.empty((T, *np.shape(v)), np.asarray(v).dtype) for k, v in info.items()}
-                logp_buf = None if log_prob is None else np.empty((T, N))
-            obs_buf[t] = obs
-            act_buf[t] = actions
+                logp_steps = [] if logp_steps is None else logp_steps
+                logp_steps.append(np.asarray(log_prob, np.float64))
+            # Copies: the vector env (copy=False) and the acting path reuse their output buffers.
             for k, v in info.items():
-                info_buf[k][t] = v
-            if logp_buf is not None:
-                logp_buf[t] = log_prob
-            step_buf[t] = self.episode_step
+                info_steps.setdefault(k, []).append(np.array(v))
+            steps["obs"].append(obs.copy())
+            steps["actions"].append(np.array(actions))
+            steps["episode_step"].append(self.episode_step.copy())
+            steps["kept"].append(kept.copy())
             obs, reward, terminated, truncated, info = self.env.step(actions)
-            rew_buf[t], term_buf[t], trunc_buf[t] = reward, terminated, truncated
+            steps["rewards"].append(np.array(reward, np.float64))
+            steps["terminated"].append(np.array(terminated, bool))
+            steps["truncated"].append(np.array(truncated, bool))
             self.episode_return += reward
             self.episode_step += 1
             ended = terminated | truncated
-            if ended.any():
+            if (ended & kept).any():
                 metric, has_metric = self._final_task_metric(info)
-                for i in np.flatnonzero(ended):
+                for i in np.flatnonzero(ended & kept):
                     final_index.append((t, i))
                     final_obs.append(info["final_obs"][i])
                     stats.returns.append(float(self.episode_return[i]))
                     stats.lengths.append(int(self.episode_step[i]))
                     stats.task_metrics.append(float(metric[i]) if has_metric[i] else float(self.episode_return[i]))
-                self.episode_return[ended] = 0
-                self.episode_step[ended] = 0
+            self.episode_return[ended] = 0
+            self.episode_step[ended] = 0
+            if whole_paths:
+                taken += int(kept.sum())
+                kept &= ~ended | (taken < self.whole_paths_min_steps)
+            t += 1
         self.obs = obs.copy()
+        buffers = {k: np.stack(v) for k, v in steps.items()}
+        agent_info = {k: np.stack(v) for k, v in info_steps.items()}
+        final_index = np.asarray(final_index, np.int64).reshape(-1, 2)
+        final_obs = np.asarray(final_obs, self.obs.dtype).reshape(-1, *self.obs.shape[1:])
+        behaviour_log_prob = None if logp_steps is None else np.stack(logp_steps)
+        last_obs = self.obs
+        if whole_paths:  # the kept steps as one column of whole paths, env by env
+            env_of, t_of = np.nonzero(buffers.pop("kept").T)
+            take = lambda a: a[t_of, env_of][:, None]  # noqa: E731
+            buffers = {k: take(v) for k, v in buffers.items()}
+            agent_info = {k: take(v) for k, v in agent_info.items()}
+            behaviour_log_prob = None if behaviour_log_prob is None else take(behaviour_log_prob)
+            row = np.full((t, N), -1, np.int64)
+            row[t_of, env_of] = np.arange(len(t_of))
+            final_rows = row[final_index[:, 0], final_index[:, 1]]
+            order = np.argsort(final_rows)
+            final_index = np.stack([final_rows[order], np.zeros(len(order), np.int64)], 1)
+            final_obs = final_obs[order]
+            last_obs = final_obs[-1:]  # the column ends with an episode end: unused
+        else:
+            buffers.pop("kept")
         rollout = Rollout(
-            obs=obs_buf, actions=act_buf, rewards_ext=rew_buf, terminated=term_buf,
-            truncated=trunc_buf, episode_step=step_buf, last_obs=self.obs,
-            final_index=np.asarray(final_index, np.int64).reshape(-1, 2),
-            final_obs=np.asarray(final_obs, obs_buf.dtype).reshape(-1, *obs_buf.shape[2:]),
-            agent_info=info_buf, behaviour_log_prob=logp_buf)
+            obs=buffers["obs"], actions=buffers["actions"], rewards_ext=buffers["rewards"],
+            terminated=buffers["terminated"], truncated=buffers["truncated"],
+            episode_step=buffers["episode_step"], last_obs=last_obs, final_index=final_index,
+            final_obs=final_obs, agent_info=agent_info, behaviour_log_prob=behaviour_log_prob)
         return rollout, stats
 
     @staticmethod
@@ -116,13 +157,16 @@ class Collector:
     def state_dict(self) -> dict:
         return {"env": get_vector_env_state(self.env), "obs": self.obs.copy(), "seeds": self.seeds,
                 "episode_return": self.episode_return.copy(), "episode_step": self.episode_step.copy(),
-                "resets": self.resets}
+                "resets": self.resets, "path_batches": self.path_batches}
 
     def load_state_dict(self, state: dict) -> None:
         self.resets = state["resets"]
+        self.path_batches = state.get("path_batches", 0)
         if state["env"] is None:
-            # No snapshot (ale-py's C++ batch): restart the episodes, with fresh but reproducible seeds.
-            log.warning("this vector env cannot be snapshotted: episodes in progress restart on resume")
+            # No snapshot (ale-py's C++ batch): restart the episodes, with fresh but reproducible seeds
+            # (whole-paths collections restart them anyway).
+            if self.whole_paths_min_steps is None:
+                log.warning("this vector env cannot be snapshotted: episodes in progress restart on resume")
             self.resets += 1
             self.reset([s + 7919 * self.resets for s in state["seeds"]])
             self.seeds = state["seeds"]

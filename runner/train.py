@@ -207,25 +207,26 @@ def _train(cfg: DictConfig, run_dir: Path, choices: dict, show_progress: bool | 
         evaluator.load_state_dict(state["evaluator"])
         rd.set_global_rng_state(state["rng"])
         start, wall_offset, hydra_files = state["iteration"], state["wall_s"], state["hydra_files"]
+        env_steps = state["env_steps"]
         log.info("resuming %s from iteration %d", run_dir, start)
     else:
         loop.start()
-        start, wall_offset = 0, 0.0
+        start, wall_offset, env_steps = 0, 0.0, 0
     progress = ProgressCSV(run_dir / "progress.csv")
     progress.resume(start) if state is not None else progress.start_fresh()
     write_manifest(run_dir, launch_record(cfg.seed, device), resumed=state is not None)
     group = "/".join([cfg.experiment_name, *(choices.get(k, "?") for k in ("env", "agent", "exploration"))])
     wandb = WandbMirror(cfg.logger.wandb, run_dir, config, group, state and state.get("wandb_id"))
-    console = ConsoleProgress(n_iterations * per_iteration, start * per_iteration, show_progress)
+    console = ConsoleProgress(n_iterations * per_iteration, env_steps, show_progress)
 
-    def save(iteration: int, wall_s: float) -> None:
+    def save(iteration: int, env_steps: int, wall_s: float) -> None:
         rd.save_checkpoint(run_dir, {
-            "iteration": iteration, "env_steps": iteration * per_iteration, "wall_s": wall_s,
+            "iteration": iteration, "env_steps": env_steps, "wall_s": wall_s,
             "config": config, "choices": choices, "hydra_files": hydra_files,
             "agent": agent.state_dict(), "exploration": exploration.state_dict(),
             "shaper": shaper.state_dict(), "loop": loop.state_dict(), "evaluator": evaluator.state_dict(),
             "rng": rd.global_rng_state(), "wandb_id": wandb.run_id},
-            {"iteration": iteration, "env_steps": iteration * per_iteration,
+            {"iteration": iteration, "env_steps": env_steps,
              "total_iterations": n_iterations, "finished": iteration >= n_iterations})
 
     # -- train ------------------------------------------------------------------------------------
@@ -237,23 +238,26 @@ def _train(cfg: DictConfig, run_dir: Path, choices: dict, show_progress: bool | 
                 t0 = time.perf_counter()
                 metrics = loop.iteration()
                 t1 = time.perf_counter()
+                # env steps taken: per_iteration, or at least that many in whole paths (on-policy loop)
+                steps = metrics.pop("env_steps", per_iteration)
+                env_steps += steps
                 evaluation = dict.fromkeys(EVAL_COLUMNS, float("nan"))
                 if eval_every and iteration % eval_every == 0:
                     evaluation = evaluator.evaluate(agent)
-                row = {"iteration": iteration, "env_steps": iteration * per_iteration,
-                       "wall_s": wall_offset + (t1 - launch_time), "sps": per_iteration / (t1 - t0),
+                row = {"iteration": iteration, "env_steps": env_steps,
+                       "wall_s": wall_offset + (t1 - launch_time), "sps": steps / (t1 - t0),
                        **{k: metrics.pop(k) for k in FIXED_COLUMNS[4:]}, **evaluation, **metrics}
                 progress.write(row)
                 wandb.log(row)
                 console.update(row)
                 if iteration % cfg.checkpoint_every == 0 or iteration == n_iterations or stop.signum:
-                    save(iteration, row["wall_s"])
+                    save(iteration, env_steps, row["wall_s"])
                 if stop.signum:
                     log.warning("stopped by signal after iteration %d; relaunch the same command to resume", iteration)
                     exit_code = 128 + stop.signum
                     return exit_code
         exit_code = 0
-        log.info("finished %d iterations (%d env steps) in %s", n_iterations, n_iterations * per_iteration, run_dir)
+        log.info("finished %d iterations (%d env steps) in %s", n_iterations, env_steps, run_dir)
         return 0
     finally:
         console.close()

@@ -9,9 +9,11 @@ os.environ["WANDB_MODE"] = "disabled"
 ROOT = Path(__file__).resolve().parent.parent
 TEST_CONF = Path(__file__).resolve().parent / "conf"
 
-# Tiny budgets that still exercise every phase (2 iterations unless a test says otherwise).
+# Tiny budgets that still exercise every phase (2 iterations unless a test says otherwise). TRPO's
+# whole paths (its default) would run every env to its time limit (1000 steps on MuJoCo): the tiny runs
+# carry episodes over instead; tests/test_paths.py covers whole paths.
 TINY = {
-    "trpo": ["agent.batch_size=200", "agent.num_envs=2", "total_env_steps=400"],
+    "trpo": ["agent.batch_size=200", "agent.num_envs=2", "agent.whole_paths=false", "total_env_steps=400"],
     "ppo": ["agent.batch_size=128", "agent.num_envs=2", "agent.num_minibatches=4",
             "agent.update_epochs=2", "total_env_steps=256"],
 }

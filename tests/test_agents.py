@@ -192,3 +192,78 @@ def test_fast_actor_follows_the_weights_after_refresh(kind, on_cpu):
     else:
         np.testing.assert_allclose(info["mean"], params[0].numpy(), rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(info["std"][0], params[1].exp().numpy(), rtol=1e-6)
+
+
+def test_trpo_and_ppo_weigh_noisy_actions_by_the_behaviour_distribution():
+    """With epsilon-greedy, old_logp is the mixture's log-probability: TRPO's surrogate at theta_old
+    is -mean(pi_old(a|s) / ((1 - eps) pi_old(a|s) + eps / |A|) * A), checked against a brute force."""
+    from omegaconf import OmegaConf
+
+    from algos.exploration.classic import EpsilonGreedy
+    from algos.exploration.none import NoExploration
+    from runner.collect import Collector
+    from runner.envs import make_vector_env
+
+    vec = make_vector_env(OmegaConf.create({"id": "CartPole-v1", "max_episode_steps": 50, "kwargs": {}}), 2)
+    spaces = vec.single_observation_space, vec.single_action_space
+    agent = TRPO(*spaces, batch_size=100, num_envs=2, policy_hidden=[8], seed=0, whole_paths=False)
+    noise = EpsilonGreedy(*spaces, seed=1, epsilon_start=0.3, epsilon_end=0.3)
+    collector = Collector(vec, 50)
+    collector.reset([0, 1])
+    rollout, _ = collector.collect(agent, noise)
+    rollout.rewards = rollout.rewards_ext
+    obs = agent.tensor(rollout.flat(rollout.obs))
+    with torch.no_grad():
+        logits = agent.policy(obs)[0]
+    pi = torch.softmax(logits.double(), -1).numpy()[np.arange(100), rollout.flat(rollout.actions)]
+    mixture = np.log(0.7 * pi + 0.3 / 2)
+    np.testing.assert_allclose(rollout.flat(rollout.behaviour_log_prob), mixture, rtol=1e-5)
+    adv = rollout.flat(agent.advantages(rollout, rollout.rewards, agent.value)[0])
+    adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+    expected = -np.mean(pi / np.exp(mixture) * adv)
+    assert agent.update(rollout)["loss_policy"] == pytest.approx(expected, rel=1e-4)
+    # without action noise the ratio at theta_old is 1: the surrogate is -mean(A) = 0
+    collector.reset([0, 1])
+    plain, _ = collector.collect(agent, NoExploration(*spaces))
+    assert plain.behaviour_log_prob is None
+    plain.rewards = plain.rewards_ext
+    assert abs(agent.update(plain)["loss_policy"]) < 1e-6
+    # PPO takes the same denominator
+    ppo = PPO(*spaces, batch_size=100, num_envs=2, num_minibatches=2, seed=0)
+    given = torch.zeros(100, dtype=torch.float64)
+    assert torch.equal(ppo.old_log_prob(rollout, given), torch.as_tensor(rollout.flat(rollout.behaviour_log_prob)))
+    assert ppo.old_log_prob(plain, given) is given
+
+
+def test_trpo_fits_its_baseline_on_extrinsic_returns_when_asked():
+    """baseline_returns=extrinsic (VIME's code): the linear baseline is the ridge fit of the returns of
+    r_ext, whatever bonus the rollout's rewards carry; shaped: of the returns of the rewards."""
+    from algos.common.baselines import LinearFeatureBaseline
+    from algos.common.rollout import Rollout
+
+    rng = np.random.default_rng(0)
+    T, n = 20, 2
+    ends = np.zeros((T, n), bool)
+    ends[9] = ends[-1] = True
+    steps = np.tile(np.r_[np.arange(10), np.arange(10)][:, None], (1, n))
+    rollout = Rollout(obs=rng.normal(size=(T, n, 5)).astype(np.float32), actions=rng.normal(size=(T, n, 3)),
+                      rewards_ext=rng.normal(size=(T, n)), terminated=np.zeros((T, n), bool), truncated=ends,
+                      episode_step=steps, last_obs=np.zeros((n, 5), np.float32),
+                      final_index=np.argwhere(ends), final_obs=rng.normal(size=(2 * n, 5)).astype(np.float32))
+    rollout.rewards = rollout.rewards_ext + 5.0 * rng.random((T, n))
+
+    def discounted(r):
+        out, running = np.zeros_like(r), np.zeros(n)
+        for t in range(T - 1, -1, -1):
+            running = r[t] + 0.99 * running * (1 - ends[t])
+            out[t] = running
+        return out
+
+    for which, rewards in (("extrinsic", rollout.rewards_ext), ("shaped", rollout.rewards)):
+        agent = TRPO(OBS, SPACES["gaussian"], batch_size=T * n, num_envs=n, seed=0, baseline_returns=which)
+        agent.update(rollout)
+        reference = LinearFeatureBaseline(OBS)
+        reference.fit(rollout.flat(rollout.obs), rollout.flat(steps), rollout.flat(discounted(rewards)))
+        np.testing.assert_allclose(agent.baseline.coeffs, reference.coeffs, rtol=1e-6, atol=1e-8)
+    with pytest.raises(ValueError, match="agent.baseline_returns"):
+        TRPO(OBS, SPACES["gaussian"], baseline_returns="bonus")

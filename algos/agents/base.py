@@ -20,7 +20,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from algos.common.checks import require_in_range, require_positive
+from algos.common.checks import require_bool, require_in_range, require_positive
 from algos.common.fast.acting import NumpyActor
 from algos.common.math import gae
 from algos.common.nets import action_kind, observation_kind
@@ -66,14 +66,24 @@ class Agent:
 
 class OnPolicyAgent(Agent):
     """Learns from the rollout it just collected; also the plumbing TRPO and PPO share: acting with
-    a stochastic policy, observation normalisation, GAE."""
+    a stochastic policy, observation normalisation, GAE.
+
+    Two choices of path handling, which change what is learned (docs/papers.md §15):
+    - `whole_paths` (read by the on-policy loop): every iteration starts fresh episodes and collects
+      complete ones until at least `batch_size` steps (rllab's BatchPolopt), instead of
+      `batch_size / num_envs` steps per env with episodes carried over between iterations.
+    - `bootstrap_truncated`: a time-limit end is bootstrapped with V(final observation), or, when
+      false, treated as the end of the path (value 0 after it: rllab, and CleanRL's
+      done = terminated or truncated).
+    """
 
     family = "on_policy"
     action_kinds = ("continuous", "discrete")
+    whole_paths = False
 
     def __init__(self, observation_space: gym.Space, action_space: gym.Space, *, batch_size: int,
                  num_envs: int, gamma: float, gae_lambda: float, normalise_observations: bool,
-                 obs_clip: float, device: torch.device | str, seed: int):
+                 obs_clip: float, device: torch.device | str, seed: int, bootstrap_truncated: bool):
         require_positive("agent.batch_size", batch_size)
         require_positive("agent.num_envs", num_envs)
         require_in_range("agent.gamma", gamma, 0.0, 1.0)
@@ -82,6 +92,7 @@ class OnPolicyAgent(Agent):
         self.discrete = action_kind(action_space) == "discrete"
         self.batch_size, self.num_envs = batch_size, num_envs
         self.gamma, self.gae_lambda = gamma, gae_lambda
+        self.bootstrap_truncated = require_bool("agent.bootstrap_truncated", bootstrap_truncated)
         self.device = torch.device(device)
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.rng = np.random.default_rng(seed)  # action sampling on the numpy fast path
@@ -146,11 +157,22 @@ class OnPolicyAgent(Agent):
 
     # -- learning -------------------------------------------------------------------------------
     def advantages(self, rollout: Rollout, rewards: np.ndarray, value_fn) -> tuple[np.ndarray, np.ndarray]:
-        """GAE advantages and lambda-returns (advantage + value), both [T, N]."""
+        """GAE advantages and lambda-returns (advantage + value), both [T, N]. Without
+        `bootstrap_truncated`, every episode end (terminated or truncated) has value 0 after it."""
         values, next_values = rollout.successor_values(value_fn)
-        adv = gae(rewards, values, next_values, rollout.terminated.astype(np.float64),
+        ends_path = rollout.terminated if self.bootstrap_truncated else rollout.episode_end
+        adv = gae(rewards, values, next_values, ends_path.astype(np.float64),
                   rollout.episode_end.astype(np.float64), self.gamma, self.gae_lambda)
         return adv, adv + values
+
+    def old_log_prob(self, rollout: Rollout, policy_log_prob: torch.Tensor) -> torch.Tensor:
+        """The denominator of the importance ratio, flat [T * N]: log mu(a|s) of the behaviour
+        distribution where an exploration method changed the actions (epsilon-greedy's mixture,
+        Gaussian noise's widened Gaussian), else `policy_log_prob`, log pi_old(a|s) recomputed."""
+        if rollout.behaviour_log_prob is None:
+            return policy_log_prob
+        return torch.as_tensor(rollout.flat(rollout.behaviour_log_prob), dtype=policy_log_prob.dtype,
+                               device=self.device)
 
     def update_obs_stats(self, rollout: Rollout) -> None:
         if self.obs_rms is not None:

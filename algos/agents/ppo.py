@@ -65,11 +65,11 @@ class PPO(OnPolicyAgent):
                  normalise_advantages: bool = True, normalise_observations: bool = True,
                  normalise_rewards: bool = True, obs_clip: float = 10.0, reward_clip: float = 10.0,
                  hidden: Sequence[int] = (64, 64), activation: str = "tanh", cnn: str = "nature",
-                 gradient: str = "closed_form"):
+                 gradient: str = "closed_form", bootstrap_truncated: bool = False):
         super().__init__(observation_space, action_space, batch_size=batch_size, num_envs=num_envs,
                          gamma=gamma, gae_lambda=gae_lambda,
                          normalise_observations=normalise_observations, obs_clip=obs_clip,
-                         device=device, seed=seed)
+                         device=device, seed=seed, bootstrap_truncated=bootstrap_truncated)
         require_positive("agent.learning_rate", learning_rate, integer=False)
         require_positive("agent.update_epochs", update_epochs)
         require_positive("agent.num_minibatches", num_minibatches)
@@ -125,7 +125,7 @@ class PPO(OnPolicyAgent):
         obs = self.preprocess(rollout.flat(rollout.obs))
         actions = self.actions_tensor(rollout)
         with torch.no_grad():
-            old_logp = self.policy.dist.log_prob(self.policy(obs), actions)
+            old_logp = self.old_log_prob(rollout, self.policy.dist.log_prob(self.policy(obs), actions))
             old_values = self.critic(obs).squeeze(-1)
         adv_t = torch.as_tensor(rollout.flat(adv), dtype=torch.float32, device=self.device)
         ret_t = torch.as_tensor(rollout.flat(returns), dtype=torch.float32, device=self.device)

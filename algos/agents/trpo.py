@@ -2,10 +2,15 @@
 
 Each iteration, on the collected rollout:
   1. Values V(s_t) from the baseline, GAE advantages A_t (Schulman et al. 2016, Eq. 16), returns
-     R_t = A_t + V(s_t); the baseline is then refit on R_t (rllab fits after computing advantages).
+     R_t = A_t + V(s_t); the baseline is then refit on R_t (rllab fits after computing advantages),
+     or on the returns of the environment's reward alone (`baseline_returns: extrinsic`, VIME's code).
+     As rllab: whole paths per iteration, value 0 after every path's end (`whole_paths`,
+     `bootstrap_truncated`: algos/agents/base.py), so with lambda = 1, R_t is the path's discounted
+     return-to-go.
   2. Advantages are centred and scaled to unit std (rllab's center_adv).
-  3. Surrogate L(theta) = -mean_t[ pi_theta(a_t|s_t) / pi_old(a_t|s_t) * A_t ]   (TRPO Eq. 14)
-     with gradient g at theta_old.
+  3. Surrogate L(theta) = -mean_t[ pi_theta(a_t|s_t) / q(a_t|s_t) * A_t ]   (TRPO Eq. 14)
+     with gradient g at theta_old; q is the sampling distribution: pi_old, or the behaviour
+     distribution of an exploration method that changes actions (epsilon-greedy, Gaussian noise).
   4. Natural gradient direction x = H^-1 g by conjugate gradient, where H v is the Fisher-vector
      product: the Hessian of mean KL(pi_old || pi_theta) times v, plus damping * v
      (TRPO Appendix C; rllab's ConjugateGradientOptimizer with reg_coeff = damping).
@@ -23,7 +28,7 @@ from torch.nn.utils import parameters_to_vector
 
 from algos.agents.base import OnPolicyAgent
 from algos.common.baselines import BASELINES
-from algos.common.checks import check_finite, require, require_choice, require_in_range, require_positive
+from algos.common.checks import check_finite, require, require_bool, require_choice, require_in_range, require_positive
 from algos.common.math import conjugate_gradient
 from algos.common.nets import make_policy, observation_kind
 from algos.common.rollout import Rollout
@@ -85,17 +90,21 @@ class TRPO(OnPolicyAgent):
                  normalise_advantages: bool = True, normalise_observations: bool = False,
                  obs_clip: float = 10.0, policy_hidden: Sequence[int] = (64, 32),
                  activation: str = "tanh", init_log_std: float = 0.0, cnn: str = "nature",
-                 baseline: dict | None = None):
+                 baseline: dict | None = None, baseline_returns: str = "shaped",
+                 whole_paths: bool = True, bootstrap_truncated: bool = False):
         super().__init__(observation_space, action_space, batch_size=batch_size, num_envs=num_envs,
                          gamma=gamma, gae_lambda=gae_lambda,
                          normalise_observations=normalise_observations, obs_clip=obs_clip,
-                         device=device, seed=seed)
+                         device=device, seed=seed, bootstrap_truncated=bootstrap_truncated)
+        self.whole_paths = require_bool("agent.whole_paths", whole_paths)
         require_positive("agent.max_kl", max_kl, integer=False)
         require_positive("agent.cg_iters", cg_iters)
         require_in_range("agent.cg_damping", cg_damping, 0.0, float("inf"))
         require_in_range("agent.fvp_subsample", fvp_subsample, 1e-9, 1.0)
         require_in_range("agent.backtrack_ratio", backtrack_ratio, 1e-9, 1 - 1e-9)
         require_positive("agent.max_backtracks", max_backtracks)
+        require_choice("agent.baseline_returns", baseline_returns, ("shaped", "extrinsic"))
+        self.baseline_returns = baseline_returns
         baseline = dict(baseline or {"kind": "auto"})
         require_choice("agent.baseline.kind", baseline.get("kind"), ("auto", *BASELINES))
         if baseline["kind"] == "auto":  # rllab: linear on states, a conv value net on pixels
@@ -121,6 +130,8 @@ class TRPO(OnPolicyAgent):
     def update(self, rollout: Rollout) -> dict:
         # 1-2. advantages, baseline refit, normalisation
         adv, returns = self.advantages(rollout, rollout.rewards, self.value)
+        if self.baseline_returns == "extrinsic":  # VIME's reference: the baseline never sees the bonus
+            returns = self.advantages(rollout, rollout.rewards_ext, self.value)[1]
         obs_np = rollout.flat(rollout.obs)
         if self.obs_rms is not None:
             obs_np = self.obs_rms.normalize(obs_np, self.obs_clip)
@@ -139,7 +150,7 @@ class TRPO(OnPolicyAgent):
         dist = self.policy.dist
         params = [p for p in self.policy.parameters() if p.requires_grad]
         old = dist.detach(self.policy(obs))
-        old_logp = dist.log_prob(old, actions)
+        old_logp = self.old_log_prob(rollout, dist.log_prob(old, actions))
 
         def surrogate() -> torch.Tensor:
             return -(torch.exp(dist.log_prob(self.policy(obs), actions) - old_logp) * adv_t).mean()

@@ -97,4 +97,24 @@ class ValueNetworkBaseline:
         self.optimizer.load_state_dict(state["optimizer"])
 
 
-BASELINES = {"linear": LinearFeatureBaseline, "mlp": ValueNetworkBaseline}
+class ZeroBaseline:
+    """rllab's ZeroBaseline: V = 0, so advantages are the (discounted) returns themselves (EX2's
+    SwimmerGather launcher)."""
+
+    def __init__(self, observation_space, **_ignored):
+        pass
+
+    def predict(self, obs: np.ndarray, episode_step: np.ndarray | None = None) -> np.ndarray:
+        return np.zeros(len(obs))
+
+    def fit(self, obs: np.ndarray, episode_step: np.ndarray, returns: np.ndarray) -> dict:
+        return {}
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+BASELINES = {"linear": LinearFeatureBaseline, "mlp": ValueNetworkBaseline, "zero": ZeroBaseline}

@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from explorebench.checks import ConfigError, NonFiniteError, require, require_choice, require_in_range, require_positive  # noqa: F401
+from explorebench.checks import (  # noqa: F401
+    ConfigError,
+    NonFiniteError,
+    require,
+    require_bool,
+    require_choice,
+    require_in_range,
+    require_positive,
+)
 
 
 def check_finite(component: str, **values) -> None:

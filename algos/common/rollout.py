@@ -96,9 +96,9 @@ class Rollout:
     episode. `last_obs` is the observation after step T - 1 when that step did not end an episode.
     `rewards_ext` is the environment's reward; `rewards` (set by the loop before the agent update)
     is the reward the agent optimises, r_ext + coef * normalise(r_int). `agent_info` holds [T, N, ...]
-    arrays of what the agent's act() returned besides the actions, and `behaviour_log_prob` [T, N]
-    the log-probability of each executed action under the behaviour distribution (the policy, or the
-    policy composed with an exploration method's action noise), where the agent reports one.
+    arrays of what the agent's act() returned besides the actions, and `behaviour_log_prob` [T, N],
+    where an exploration method changed the actions, the log-probability of each executed action
+    under the behaviour distribution (the policy composed with the method's action noise).
     """
 
     obs: np.ndarray

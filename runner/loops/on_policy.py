@@ -1,6 +1,7 @@
 """The on-policy loop (TRPO, PPO): each iteration learns from the rollout it has just collected.
 
-    rollout = collect(batch_size env steps: agent.act, exploration.behaviour_action)
+    rollout = collect(batch_size env steps, or whole paths of at least that many: agent.act,
+                      exploration.behaviour_action)
     t = rollout.transitions();  exploration.observe(t)
     [exploration.update(t)                  methods that fit before they score]
     r_int = exploration.intrinsic_reward(t);  shaper.observe(r_int)
@@ -20,7 +21,8 @@ class OnPolicyLoop:
     def __init__(self, vec_env, agent, exploration, shaper, *, steps_per_env: int, env_seeds: list[int],
                  components: dict, **_):
         self.agent, self.exploration, self.shaper = agent, exploration, shaper
-        self.collector = Collector(vec_env, steps_per_env)
+        whole_paths = agent.batch_size if getattr(agent, "whole_paths", False) else None
+        self.collector = Collector(vec_env, steps_per_env, whole_paths_min_steps=whole_paths)
         self.env_seeds, self.components = env_seeds, components
 
     def start(self) -> None:
@@ -40,7 +42,8 @@ class OnPolicyLoop:
         if explore_metrics is None:
             explore_metrics = self.exploration.update(transitions, feedback=agent_metrics)
         t4 = time.perf_counter()
-        return {**episode_columns(episodes), **bonus_columns(r_int, bonus),
+        return {"env_steps": rollout.obs.shape[0] * rollout.obs.shape[1],
+                **episode_columns(episodes), **bonus_columns(r_int, bonus),
                 **phase_columns(t1 - t0, t2 - t1 - fit_s, t4 - t3 + fit_s, t3 - t2),
                 **agent_metrics, **{f"expl_{k}": v for k, v in explore_metrics.items()}}
 

@@ -1,7 +1,9 @@
 """The classic strategies (algos/exploration/classic.py): each one's statistics against its
-definition, the behaviour log-probabilities against brute force, schedules, OU resets, UCB against
-hand-computed values, checkpoint round trips, refusal of impossible combinations, and short TRPO runs
-through the runner."""
+definition, the behaviour log-probabilities against closed forms, brute force and Monte-Carlo
+histograms (clipped actions included), schedules and the on-policy epsilon default, OU resets, the UCB
+bonus against hand-computed values and the UCB-1 action rule against a brute-force index, checkpoint
+round trips, refusal of impossible combinations (OU and the UCB-1 rule on on-policy agents), and
+short TRPO runs through the runner."""
 import math
 
 import gymnasium as gym
@@ -18,7 +20,7 @@ from algos.exploration.classic import (
     GaussianNoise,
     MissingActionPreferences,
     OrnsteinUhlenbeckNoise,
-    UCBCountBonus,
+    UCBCounts,
 )
 from tests.conftest import TINY, learning_columns, read_progress, through_checkpoint, train_in_process
 from tests.helpers import iterate
@@ -105,7 +107,7 @@ def test_boltzmann_temperature_schedule_and_missing_preferences():
 
 
 # -- Gaussian and Ornstein-Uhlenbeck noise -------------------------------------------------------
-def test_gaussian_noise_has_the_configured_std_and_stays_in_bounds():
+def test_gaussian_noise_has_the_configured_std_and_clips_only_when_asked():
     method = GaussianNoise(OBS, CONTINUOUS, seed=5, sigma=0.15)
     base = np.full((50000, 2), 0.2, np.float32)
     out = executed(method, None, base)
@@ -113,8 +115,17 @@ def test_gaussian_noise_has_the_configured_std_and_stays_in_bounds():
     noise = out - 0.2
     assert abs(noise.std() - 0.15) < 0.003 and abs(noise.mean()) < 0.003
     assert abs(np.corrcoef(noise[:, 0], noise[:, 1])[0, 1]) < 0.02
-    edge = executed(method, None, np.full((10000, 2), 0.95, np.float32))
+    near_edge = np.full((10000, 2), 0.95, np.float32)
+    assert executed(method, None, near_edge).max() > 1.0  # the default records the unclipped sum
+    assert method.requires.agent_families == ("on_policy", "off_policy", "meta")
+    clipping = GaussianNoise(OBS, CONTINUOUS, seed=5, sigma=0.15, clip_actions=True)
+    assert clipping.requires.agent_families == ("off_policy",)
+    edge = executed(clipping, None, near_edge)
     assert edge.max() == 1.0 and edge.min() >= -1.0 and (edge == 1.0).mean() > 0.3
+    with pytest.raises(ConfigError, match="exploration.clip_actions"):
+        GaussianNoise(OBS, CONTINUOUS, clip_actions="yes")
+    with pytest.raises(ConfigError, match="exploration.sigma"):
+        GaussianNoise(OBS, CONTINUOUS, sigma=0.0)
 
 
 def test_ou_noise_has_the_analytic_stationary_variance_and_autocorrelation():
@@ -236,54 +247,82 @@ def assert_log_density_matches_histogram(samples, log_prob, bins=4):
             assert empirical == pytest.approx(np.exp(log_prob[members]).mean(), rel=0.08), (i, j)
 
 
-def unclipped(out):
-    """Rows whose executed action the clipping to [-1, 1] left alone (the density does not model it)."""
-    rows = np.all(np.abs(out) < 1.0, 1)
-    assert rows.mean() > 0.99
-    return rows
-
-
 def test_gaussian_noise_log_prob_is_the_density_of_the_policy_plus_noise():
-    """Agent actions a ~ N(mean, std^2), executed a + N(0, sigma^2): the log-density of the executed
-    action under N(mean, std^2 + sigma^2), summed over the action's coordinates (scipy), matching a
-    Monte-Carlo histogram of the executed actions; without "mean" the policy is a point mass."""
+    """Agent actions a ~ N(mean, std^2), executed a + N(0, sigma^2) unclipped (the default): the
+    log-density of the executed action under N(mean, std^2 + sigma^2), summed over the action's
+    coordinates (scipy), for every row (beyond the bounds too), matching a Monte-Carlo histogram of the
+    executed actions; without "mean" the policy is a point mass."""
     sigma, rng, n = 0.15, np.random.default_rng(24), 400_000
     method = GaussianNoise(OBS, CONTINUOUS, seed=25, sigma=sigma)
     mean, std = np.array([0.1, -0.2]), np.array([0.2, 0.1])
     agent = (mean + std * rng.standard_normal((n, 2))).astype(np.float32)
     info = {"mean": np.tile(mean, (n, 1)), "std": np.tile(std, (n, 1)), "log_prob": np.zeros(n)}
     out, log_prob = method.behaviour_action(None, agent, agent_info=info)
-    ok = unclipped(out)
     scale = np.sqrt(std**2 + sigma**2)
-    np.testing.assert_allclose(log_prob[ok], stats.norm.logpdf(out[ok], mean, scale).sum(1), rtol=1e-6)
+    np.testing.assert_allclose(log_prob, stats.norm.logpdf(out, mean, scale).sum(1), rtol=1e-9)
     assert_log_density_matches_histogram(out.astype(np.float64), log_prob)
-    # a deterministic actor: N(a, sigma^2) around its own action
-    agent = rng.uniform(-0.5, 0.5, (n, 2)).astype(np.float32)
+    # a deterministic actor: N(a, sigma^2) around its own action, near the bounds too (no clipping)
+    agent = rng.uniform(-1.0, 1.0, (n, 2)).astype(np.float32)
     out, log_prob = method.behaviour_action(None, agent, agent_info={})
-    ok = unclipped(out)
-    np.testing.assert_allclose(log_prob[ok], stats.norm.logpdf(out[ok], agent[ok].astype(np.float64), sigma).sum(1),
-                               rtol=1e-6)
-    z = (out[ok] - agent[ok].astype(np.float64)) / sigma
+    assert np.abs(out).max() > 1.0
+    np.testing.assert_allclose(log_prob, stats.norm.logpdf(out, agent.astype(np.float64), sigma).sum(1), rtol=1e-9)
+    z = (out - agent.astype(np.float64)) / sigma
     assert stats.kstest(z.ravel(), "norm").pvalue > 1e-3
 
 
+BOX1 = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+
+@pytest.mark.parametrize("cls", [GaussianNoise, OrnsteinUhlenbeckNoise])
+def test_clipped_actions_get_the_censored_gaussian_log_likelihood(cls):
+    """clip_actions=true: an executed action at a bound is a point mass whose log-probability is the
+    tail mass log P(Y >= 1) (or log P(Y <= -1)) of the unclipped sum Y, checked against scipy and against
+    the Monte-Carlo fraction of rows at that bound; interior rows keep the density. (The unclipped density
+    at the bound, the old value, is far from both.)"""
+    rng, n = np.random.default_rng(30), 400_000
+    mean = np.where(np.arange(n) < n // 2, 0.8, -0.7)[:, None]  # one half near each bound
+    std = 0.25
+    if cls is GaussianNoise:
+        method, noise_var, centre = cls(OBS, BOX1, seed=31, sigma=0.2, clip_actions=True), 0.2**2, mean
+    else:  # the first step of an episode: the process starts at mu, one Euler step of noise
+        mu, sigma, dt = 0.1, 0.4, 0.25
+        method = cls(OBS, BOX1, seed=31, theta=0.15, sigma=sigma, dt=dt, mu=mu, clip_actions=True)
+        noise_var, centre = sigma**2 * dt, mean + mu
+    agent = (mean + std * rng.standard_normal((n, 1))).astype(np.float32)
+    info = {"mean": mean, "std": np.full((n, 1), std)}
+    out, log_prob = method.behaviour_action(None, agent, episode_step=np.zeros(n, np.int64), agent_info=info)
+    sd, centre = math.sqrt(std**2 + noise_var), centre[:, 0]
+    high, low, inside = out[:, 0] == 1.0, out[:, 0] == -1.0, np.abs(out[:, 0]) < 1.0
+    assert out.min() >= -1.0 and out.max() <= 1.0 and np.all(high | low | inside)
+    np.testing.assert_allclose(log_prob[high], stats.norm.logsf(1.0, centre[high], sd), rtol=1e-9)
+    np.testing.assert_allclose(log_prob[low], stats.norm.logcdf(-1.0, centre[low], sd), rtol=1e-9)
+    np.testing.assert_allclose(log_prob[inside], stats.norm.logpdf(out[inside, 0], centre[inside], sd), rtol=1e-9)
+    for half, bound, tail in ((slice(0, n // 2), high, stats.norm.sf(1.0, centre[0], sd)),
+                              (slice(n // 2, n), low, stats.norm.cdf(-1.0, centre[-1], sd))):
+        assert 0.1 < tail < 0.4
+        assert bound[half].mean() == pytest.approx(tail, abs=0.004)  # binomial sd <= 0.0011
+        assert np.exp(log_prob[half][bound[half]]) == pytest.approx(tail)
+    assert np.all(np.abs(stats.norm.logpdf(1.0, centre[high], sd) - log_prob[high]) > 0.3)
+
+
 def test_ou_noise_log_prob_is_the_density_given_the_process_state():
-    """OU: the executed action is a + x_t, x_t ~ N(x_{t-1} + theta (mu - x_{t-1}) dt, sigma^2 dt) given
-    the previous state (mu at an episode's first step); the log-probability is the density of a + x_t
-    under N(mean + drift, std^2 + sigma^2 dt), with the drift computed here from the process's state
-    before the call, and the standardised executed actions are N(0, 1)."""
+    """OU (unclipped, to see every row's density): the executed action is a + x_t,
+    x_t ~ N(x_{t-1} + theta (mu - x_{t-1}) dt, sigma^2 dt) given the previous state (mu at an episode's
+    first step); the log-probability is the density of a + x_t under N(mean + drift, std^2 + sigma^2 dt),
+    with the drift computed here from the process's state before the call, and the standardised executed
+    actions are N(0, 1)."""
     theta, sigma, dt, mu = 0.5, 0.2, 0.5, 0.05
     rng, n = np.random.default_rng(26), 400_000
-    method = OrnsteinUhlenbeckNoise(OBS, CONTINUOUS, seed=27, theta=theta, sigma=sigma, dt=dt, mu=mu)
+    method = OrnsteinUhlenbeckNoise(OBS, CONTINUOUS, seed=27, theta=theta, sigma=sigma, dt=dt, mu=mu,
+                                    clip_actions=False)
     mean, std = np.array([0.1, -0.2]), np.array([0.2, 0.1])
     info = {"mean": np.tile(mean, (n, 1)), "std": np.tile(std, (n, 1))}
     noise_var = sigma**2 * dt
     # the first step: every process starts at mu, so the executed actions are N(mean + mu, std^2 + s^2)
     agent = (mean + std * rng.standard_normal((n, 2))).astype(np.float32)
     out, log_prob = method.behaviour_action(None, agent, episode_step=np.zeros(n, np.int64), agent_info=info)
-    ok = unclipped(out)
-    np.testing.assert_allclose(log_prob[ok], stats.norm.logpdf(out[ok], mean + mu, np.sqrt(std**2 + noise_var)).sum(1),
-                               rtol=1e-6)
+    np.testing.assert_allclose(log_prob, stats.norm.logpdf(out, mean + mu, np.sqrt(std**2 + noise_var)).sum(1),
+                               rtol=1e-9)
     assert_log_density_matches_histogram(out.astype(np.float64), log_prob)
     # later steps, half of the envs restarting: the drift from each env's previous state
     for restart in (np.arange(n) % 2 == 0, np.zeros(n, bool)):
@@ -292,27 +331,23 @@ def test_ou_noise_log_prob_is_the_density_given_the_process_state():
         agent = (mean + std * rng.standard_normal((n, 2))).astype(np.float32)
         out, log_prob = method.behaviour_action(None, agent, episode_step=np.where(restart, 0, 3),
                                                 agent_info=info)
-        ok = unclipped(out)
         total_sd = np.sqrt(std**2 + noise_var)
-        np.testing.assert_allclose(log_prob[ok], stats.norm.logpdf(out[ok], mean + drift[ok], total_sd).sum(1),
-                                   rtol=1e-6)
-        z = (out[ok] - mean - drift[ok]) / total_sd
+        np.testing.assert_allclose(log_prob, stats.norm.logpdf(out, mean + drift, total_sd).sum(1), rtol=1e-9)
+        z = (out - mean - drift) / total_sd
         assert stats.kstest(z.ravel(), "norm").pvalue > 1e-3
     # a deterministic actor: a point mass at its action, plus the process
     previous = method.state.copy()
     agent = rng.uniform(-0.3, 0.3, (n, 2)).astype(np.float32)
     out, log_prob = method.behaviour_action(None, agent, episode_step=np.ones(n, np.int64), agent_info={})
-    ok = unclipped(out)
-    centre = (agent.astype(np.float64) + previous + theta * (mu - previous) * dt)[ok]
-    np.testing.assert_allclose(log_prob[ok], stats.norm.logpdf(out[ok], centre, math.sqrt(noise_var)).sum(1),
-                               rtol=1e-6)
-    assert stats.kstest(((out[ok] - centre) / math.sqrt(noise_var)).ravel(), "norm").pvalue > 1e-3
+    centre = agent.astype(np.float64) + previous + theta * (mu - previous) * dt
+    np.testing.assert_allclose(log_prob, stats.norm.logpdf(out, centre, math.sqrt(noise_var)).sum(1), rtol=1e-9)
+    assert stats.kstest(((out - centre) / math.sqrt(noise_var)).ravel(), "norm").pvalue > 1e-3
 
 
 # -- UCB counts ----------------------------------------------------------------------------------
 def test_ucb_bonus_equals_hand_computed_values():
     obs_space = gym.spaces.Box(-np.inf, np.inf, (1,), np.float32)
-    method = UCBCountBonus(obs_space, gym.spaces.Discrete(2), alpha=2.0, cell_size=1.0)
+    method = UCBCounts(obs_space, gym.spaces.Discrete(2), alpha=2.0, cell_size=1.0)
     # batch 1 (T = 4, N = 1): cells 0, 0, 1, 0; actions 0, 1, 0, 0
     first = rollout_of(np.array([0.2, 0.7, 1.5, 0.1])[:, None, None], np.array([[0], [1], [0], [0]]))
     np.testing.assert_array_equal(method.intrinsic_reward(first), np.zeros(4))  # nothing observed: counts 1
@@ -345,13 +380,83 @@ def test_ucb_bonus_equals_hand_computed_values():
 
 
 def test_ucb_per_coordinate_cells_and_invalid_cell_size():
-    method = UCBCountBonus(OBS, DISCRETE, cell_size=[1.0, 10.0, 0.5])
+    method = UCBCounts(OBS, DISCRETE, cell_size=[1.0, 10.0, 0.5])
     np.testing.assert_array_equal(method.cells(np.array([[1.5, 15.0, 0.7], [-0.1, 9.9, -0.2]])),
                                   [[1, 1, 1], [-1, 0, -1]])
     with pytest.raises(ConfigError, match="exploration.cell_size"):
-        UCBCountBonus(OBS, DISCRETE, cell_size=[1.0, 1.0])
+        UCBCounts(OBS, DISCRETE, cell_size=[1.0, 1.0])
     with pytest.raises(ConfigError, match="exploration.epsilon_start"):
         EpsilonGreedy(OBS, DISCRETE, epsilon_start=1.5)
+
+
+def brute_force_ucb1(q, state_cell, state_counts, pair_counts, alpha):
+    """The UCB-1 choice of one env by loops: untried actions first (the lowest), else the argmax of
+    Q(s, a) + alpha sqrt(2 ln N_s / n_{s,a}) (the first of equal maxima)."""
+    n = [pair_counts.get((state_cell, a), 0) for a in range(len(q))]
+    if 0 in n:
+        return n.index(0)
+    big_n = state_counts[state_cell]
+    index = [q[a] + alpha * math.sqrt(2 * math.log(big_n) / n[a]) for a in range(len(q))]
+    return index.index(max(index))
+
+
+def test_ucb1_action_rule_picks_the_argmax_of_the_brute_force_index():
+    """rule=ucb1_action over 2-D cells, 7 envs, 300 steps, random Q-values: every choice is the
+    brute-force UCB-1 choice from counts kept here (each step counted once it is taken); the rule is a
+    point mass (log-probability 0), pays no bonus, and `observe` leaves its counts alone."""
+    obs_space = gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)
+    method = UCBCounts(obs_space, DISCRETE, rule="ucb1_action", alpha=0.7, cell_size=1.0)
+    assert method.changes_actions and method.requires.agent_families == ("off_policy",)
+    rng, state_counts, pair_counts = np.random.default_rng(40), {}, {}
+    for _ in range(300):
+        obs = rng.uniform(-1.5, 1.5, (7, 2))  # 16 cells (floors -2 .. 1)
+        q = rng.normal(0, 0.5, (7, 4))
+        chosen, log_prob = method.behaviour_action(obs, np.zeros(7, np.int64), episode_step=np.ones(7, np.int64),
+                                                   agent_info={"q_values": q, "logits": -q})
+        cells = [tuple(np.floor(o).astype(int)) for o in obs]
+        expected = [brute_force_ucb1(q[i], cells[i], state_counts, pair_counts, 0.7) for i in range(7)]
+        np.testing.assert_array_equal(chosen, expected)
+        np.testing.assert_array_equal(log_prob, np.zeros(7))
+        for c, a in zip(cells, chosen):  # after the whole vector step
+            state_counts[c] = state_counts.get(c, 0) + 1
+            pair_counts[(c, int(a))] = pair_counts.get((c, int(a)), 0) + 1
+    assert min(pair_counts.values()) > 1 and len(pair_counts) == 16 * 4
+    batch = rollout_of(rng.uniform(-1.5, 1.5, (5, 7, 2)), rng.integers(0, 4, (5, 7)))
+    before = through_checkpoint(method.state_dict())
+    method.observe(batch)
+    assert method.state_dict() == before
+    np.testing.assert_array_equal(method.intrinsic_reward(batch), np.zeros(len(batch)))
+
+
+def test_ucb1_action_rule_is_ucb1_on_a_bernoulli_bandit():
+    """A bandit is one cell: with Q the arms' empirical mean rewards (as a value-based agent would pass),
+    the rule makes the choices of UCB-1, v_a + sqrt(2 ln N / n_a), step for step, and pulls the best
+    arm most."""
+    p, rng = np.array([0.2, 0.5, 0.8]), np.random.default_rng(41)
+    method = UCBCounts(gym.spaces.Box(-1, 1, (1,), np.float32), gym.spaces.Discrete(3), rule="ucb1_action",
+                       alpha=1.0, cell_size=1.0)
+    pulls, totals, obs = np.zeros(3), np.zeros(3), np.zeros((1, 1))
+    for t in range(3000):
+        means = np.divide(totals, pulls, out=np.zeros(3), where=pulls > 0)
+        if t < 3:
+            expected = t  # every arm once, in order
+        else:
+            expected = int(np.argmax(means + np.sqrt(2 * math.log(t) / pulls)))
+        chosen, _ = method.behaviour_action(obs, np.zeros(1, np.int64), agent_info={"q_values": means[None]})
+        assert chosen[0] == expected, t
+        pulls[expected] += 1
+        totals[expected] += rng.random() < p[expected]
+    assert pulls[2] > 0.8 * 3000 and pulls[0] < pulls[1]
+
+
+def test_ucb_rule_is_checked_and_the_action_rule_needs_q_values():
+    with pytest.raises(ConfigError, match="exploration.rule"):
+        UCBCounts(OBS, DISCRETE, rule="ucb2")
+    bonus = UCBCounts(OBS, DISCRETE)
+    assert not bonus.changes_actions and bonus.requires.agent_families == ("on_policy", "off_policy")
+    rule = UCBCounts(OBS, DISCRETE, rule="ucb1_action")
+    with pytest.raises(MissingActionPreferences, match="q_values"):  # a policy's logits are no Q-values
+        rule.behaviour_action(np.zeros((2, 3)), np.zeros(2, np.int64), agent_info={"logits": np.zeros((2, 4))})
 
 
 # -- checkpoint round trip for every method ------------------------------------------------------
@@ -369,7 +474,7 @@ def drive(method, rng, calls):
         if method.changes_actions:
             step = np.zeros(N, np.int64)
             for t in range(T):
-                info = ({"logits": rng.normal(0, 1, (N, 4))} if discrete else
+                info = ({"logits": rng.normal(0, 1, (N, 4)), "q_values": rng.normal(0, 1, (N, 4))} if discrete else
                         {"mean": rng.uniform(-0.5, 0.5, (N, 2)), "std": rng.uniform(0.1, 0.5, (N, 2))})
                 actions[t], log_probs[t] = method.behaviour_action(obs[t], actions[t], episode_step=step,
                                                                    agent_info=info)
@@ -384,7 +489,8 @@ METHODS = {
     "boltzmann": (Boltzmann, DISCRETE, dict(temperature_start=3.0, temperature_end=1.0, decay_steps=100)),
     "gaussian_noise": (GaussianNoise, CONTINUOUS, dict(sigma=0.3)),
     "ou_noise": (OrnsteinUhlenbeckNoise, CONTINUOUS, dict(dt=0.5)),
-    "ucb": (UCBCountBonus, DISCRETE, dict(cell_size=0.7)),
+    "ucb": (UCBCounts, DISCRETE, dict(cell_size=0.7)),
+    "ucb1_action": (UCBCounts, DISCRETE, dict(rule="ucb1_action", cell_size=0.7)),
 }
 
 
@@ -418,6 +524,59 @@ def test_runner_refuses_the_wrong_action_kind(tmp_path, capsys, method, env):
     assert not (tmp_path / "progress.csv").exists()
 
 
+@pytest.mark.parametrize("agent", ["trpo", "ppo"])
+@pytest.mark.parametrize("method, extra", [("ou_noise", []), ("gaussian_noise", ["exploration.clip_actions=true"])])
+def test_runner_refuses_history_dependent_or_clipped_noise_on_on_policy_agents(tmp_path, capsys, agent, method,
+                                                                               extra):
+    """OU noise depends on its history (DDPG's exploration), clipped Gaussian noise has no density at
+    the bounds: refused at start-up, naming both options (the acceptance command, in process)."""
+    assert train_in_process(tmp_path, f"agent={agent}", f"exploration={method}", "env=half_cheetah",
+                            "total_env_steps=10000", *extra) == 2
+    err = capsys.readouterr().err
+    assert f"exploration={method}" in err and f"agent={agent}" in err and "off_policy" in err
+    assert not (tmp_path / "progress.csv").exists()
+
+
+@pytest.mark.parametrize("agent", ["trpo", "ppo"])
+def test_runner_refuses_the_ucb1_action_rule_on_on_policy_agents(tmp_path, capsys, agent):
+    """A deterministic action rule has no importance ratio: refused; the bonus rule runs (below)."""
+    assert train_in_process(tmp_path, f"agent={agent}", "exploration=ucb", "exploration.rule=ucb1_action",
+                            "env=cartpole") == 2
+    err = capsys.readouterr().err
+    assert "exploration=ucb" in err and f"agent={agent}" in err and "off_policy" in err
+
+
+def test_egreedy_default_is_a_small_constant_epsilon_within_trpo_step_size():
+    """conf/exploration/egreedy.yaml: constant eps = 0.01, whose behaviour b = (1 - eps) pi + eps / |A|
+    stays within KL(pi || b) <= -log(1 - eps) ~ 0.01 of any policy (brute force over random policies and
+    the point masses); DQN's 1 -> 0.1 over 1M steps is reachable by overrides."""
+    from runner.config import compose
+    from runner.train import build_exploration
+
+    cfg, _ = compose(["exploration=egreedy", "env=cartpole"])
+    method, shaper = build_exploration(cfg.exploration, OBS, DISCRETE, 0, "cpu")
+    assert shaper.coef == 0.0
+    for steps in (0, 10**7):
+        method.env_steps = steps
+        assert method.epsilon == 0.01
+    rng = np.random.default_rng(50)
+    pi = np.concatenate([rng.dirichlet(np.full(4, 0.3), 10000), np.eye(4)])
+    b = 0.99 * pi + 0.01 / 4
+    kl = np.sum(np.where(pi > 0, pi * np.log(np.where(pi > 0, pi, 1) / b), 0.0), 1)
+    # KL is convex in pi (b is affine in it): largest at a point mass, -log(1 - eps + eps / |A|)
+    worst = -math.log(0.99 + 0.01 / 4)
+    np.testing.assert_allclose(kl[-4:], worst, rtol=1e-12)
+    assert kl.max() <= worst * (1 + 1e-12) and worst < -math.log(0.99) < 0.0101
+    dqn = ["exploration.epsilon_start=1.0", "exploration.epsilon_end=0.1", "exploration.decay_steps=1000000"]
+    cfg, _ = compose(["exploration=egreedy", "env=cartpole", *dqn])
+    method, _ = build_exploration(cfg.exploration, OBS, DISCRETE, 0, "cpu")
+    assert method.epsilon == 1.0
+    method.env_steps = 500_000
+    assert method.epsilon == pytest.approx(0.55)
+    method.env_steps = 2_000_000
+    assert method.epsilon == pytest.approx(0.1)
+
+
 def run_and_resume(tmp_path, *args):
     """4 TRPO iterations straight, and 2 + 2 with a resume in between: the rows (learning columns)."""
     args = ["agent=trpo", *TINY["trpo"][:-1], *args]
@@ -449,9 +608,8 @@ def test_trpo_cartpole_with_boltzmann(tmp_path):
     assert all(float(r["expl_temperature"]) == 2.0 for r in rows)
 
 
-@pytest.mark.parametrize("method", ["gaussian_noise", "ou_noise"])
-def test_trpo_pendulum_with_action_noise(tmp_path, method):
-    rows = run_and_resume(tmp_path, "env=pendulum", f"exploration={method}")
+def test_trpo_pendulum_with_gaussian_noise(tmp_path):
+    rows = run_and_resume(tmp_path, "env=pendulum", "exploration=gaussian_noise")
     assert all(float(r["bonus_raw_mean"]) == 0.0 for r in rows)
     returns = [float(r["return_ext_mean"]) for r in rows if int(r["episodes"])]  # 200-step episodes
-    assert len(rows) == 4 and len(returns) == 2 and all(np.isfinite(returns))
+    assert len(rows) == 4 and returns and all(np.isfinite(returns))

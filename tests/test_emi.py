@@ -1,5 +1,7 @@
 """EMI (algos/exploration/emi.py): the objective's pieces against closed forms and brute force, the
-embedding on a linear system, checkpoint round trips, and resume through the runner."""
+order of training and scoring, the embedding on a linear system, checkpoint round trips, and resume
+through the runner."""
+import copy
 import math
 
 import gymnasium as gym
@@ -10,6 +12,7 @@ import torch
 from algos.common.checks import ConfigError
 from algos.common.nets import mlp
 from algos.common.rollout import Rollout
+from algos.exploration.base import IntrinsicRewardShaper
 from algos.exploration.emi import (
     EMI,
     gaussian_kl_to_standard,
@@ -18,6 +21,8 @@ from algos.exploration.emi import (
     pool_self_similarity,
     rbf_similarity,
 )
+from runner.config import compose
+from runner.loops import bonus_of_new_experience
 from tests.conftest import TINY, learning_columns, read_progress, through_checkpoint, train_in_process
 from tests.helpers import iterate
 
@@ -112,6 +117,16 @@ def test_similarities_match_brute_force_across_block_edges():
     np.testing.assert_allclose(pool_self_similarity(pool, 0.7, block=7, dtype=np.float64), brute_pool, rtol=1e-13)
 
 
+def brute_force_diversity(phi_net, rollout: Rollout, bandwidth: float, form: str = "relative") -> np.ndarray:
+    """-[mean_k k(phi(s'), phi(s_k)) - mean_k k(phi(s), phi(s_k))] (or its 'naive' first term) per
+    transition, one kernel value at a time, from the network `phi_net` as it is now."""
+    with torch.no_grad():
+        phi = lambda x: phi_net(torch.as_tensor(x, dtype=torch.float32)).double().numpy()  # noqa: E731
+        p, p2 = phi(rollout.flat(rollout.obs)), phi(rollout.flat(rollout.next_obs()))
+    sim = lambda x: np.mean([math.exp(-np.sum((x - q) ** 2) / (2 * bandwidth ** 2)) for q in p])  # noqa: E731
+    return np.array([-sim(p2[i]) + (sim(p[i]) if form == "relative" else 0.0) for i in range(len(p))])
+
+
 @pytest.mark.parametrize("form", ["relative", "naive"])
 def test_diversity_and_residual_rewards_equal_brute_force(form):
     rng = np.random.default_rng(2)
@@ -120,14 +135,11 @@ def test_diversity_and_residual_rewards_equal_brute_force(form):
     div = EMI(OBS4, ACT2, seed=3, intrinsic_reward="diversity", diversity_bandwidth=0.3, diversity_form=form)
     res = EMI(OBS4, ACT2, seed=3, intrinsic_reward="residual")
     with torch.no_grad():
-        phi = lambda x: div.nets["phi"](torch.as_tensor(x, dtype=torch.float32)).double().numpy()  # noqa: E731
         s, s2 = rollout.flat(rollout.obs), rollout.flat(rollout.next_obs())
-        p, p2 = phi(s), phi(s2)
         a = torch.as_tensor(rollout.flat(rollout.actions))
         residual = ((res.nets["phi"](torch.as_tensor(s2)) - res.nets["phi"](torch.as_tensor(s))
                      - res.nets["psi"](a) - res.nets["error"](torch.as_tensor(s), a)) ** 2).sum(1).numpy()
-    sim = lambda x: np.mean([math.exp(-np.sum((x - q) ** 2) / (2 * 0.3 ** 2)) for q in p])  # noqa: E731
-    brute = np.array([-sim(p2[i]) + (sim(p[i]) if form == "relative" else 0.0) for i in range(len(p))])
+    brute = brute_force_diversity(div.nets["phi"], rollout, 0.3, form)
     assert np.ptp(brute) > 1e-2  # the embeddings are spread enough for the test to mean something
     batch = rollout.transitions()
     np.testing.assert_allclose(div.intrinsic_reward(batch), brute, rtol=1e-5, atol=1e-6)
@@ -141,6 +153,50 @@ def test_diversity_and_residual_rewards_equal_brute_force(form):
     states = torch.cat([data["s"], data["extra"]])
     torch.testing.assert_close(states[data["successor"]], data["s2"](), rtol=0, atol=0)
     np.testing.assert_array_equal(data["s2"]().numpy(), s2)
+
+
+# -- the order of scoring and training (the reference's dsae.py) ----------------------------------
+
+def _scored_by_the_loop(emi: EMI, rollout: Rollout) -> tuple:
+    """The bonus of a new batch as the training loops compute it (runner.loops), and a copy of phi
+    from before that call."""
+    phi_before = copy.deepcopy(emi.nets["phi"])
+    r_int, _, fit_metrics, _ = bonus_of_new_experience(emi, IntrinsicRewardShaper(0.1), rollout.transitions(), "emi")
+    return r_int, fit_metrics, phi_before
+
+
+def test_diversity_reward_uses_the_embeddings_updated_on_the_batch():
+    """The reference trains on the batch, then takes the diversity reward from the new embeddings:
+    the loop's bonus equals the brute force from phi's weights AFTER the update, not before it."""
+    rng = np.random.default_rng(4)
+    rollout = linear_rollout(rng, rng.normal(size=(4, 2)), T=20, N=4, episode_len=5)
+    emi = EMI(OBS4, ACT2, seed=3, diversity_bandwidth=0.3, minibatch_size=32)
+    assert emi.fit_before_scoring                       # the default for the diversity reward
+    r_int, fit_metrics, phi_before = _scored_by_the_loop(emi, rollout)
+    assert fit_metrics is not None and emi.updates == 1  # trained before scoring
+    after = brute_force_diversity(emi.nets["phi"], rollout, 0.3)
+    before = brute_force_diversity(phi_before, rollout, 0.3)
+    np.testing.assert_allclose(r_int, after, rtol=1e-5, atol=1e-6)
+    assert np.abs(after - before).max() > 1e-3          # the update moved the bonus: the order is visible
+
+
+def test_old_order_scores_with_the_embeddings_of_the_previous_batch():
+    rng = np.random.default_rng(4)
+    rollout = linear_rollout(rng, rng.normal(size=(4, 2)), T=20, N=4, episode_len=5)
+    emi = EMI(OBS4, ACT2, seed=3, diversity_bandwidth=0.3, minibatch_size=32, fit_before_scoring=False)
+    r_int, fit_metrics, phi_before = _scored_by_the_loop(emi, rollout)
+    assert fit_metrics is None and emi.updates == 0     # the loop trains after the agent's update
+    np.testing.assert_allclose(r_int, brute_force_diversity(phi_before, rollout, 0.3), rtol=1e-5, atol=1e-6)
+
+
+def test_fit_before_scoring_follows_the_reference_for_each_reward():
+    assert EMI(OBS4, ACT2, intrinsic_reward="diversity").fit_before_scoring is True
+    assert EMI(OBS4, ACT2, intrinsic_reward="residual").fit_before_scoring is False   # residual_errors_before
+    assert EMI(OBS4, ACT2, intrinsic_reward="residual", fit_before_scoring=True).fit_before_scoring is True
+    assert compose(["exploration=emi"])[0].exploration.fit_before_scoring is True
+    assert compose(["exploration=emi_atari"])[0].exploration.fit_before_scoring is False
+    with pytest.raises(ConfigError, match="exploration.fit_before_scoring"):
+        EMI(OBS4, ACT2, fit_before_scoring="yes")
 
 
 # -- the embedding on a linear system --------------------------------------------------------------

@@ -25,15 +25,22 @@ target embedding of its second half (the reference code, dsae/dsae.py). The esti
 
 minimised with Adam (lr 1e-3) for 3 epochs of minibatches of 512 on each iteration's batch.
 
-Intrinsic reward (`intrinsic_reward` config key), computed before any update on the batch:
+Intrinsic reward (`intrinsic_reward` config key):
 
 - residual (the paper's intrinsic reward r_i, the Atari default):
       r = ||phi(s') - (phi(s) + psi(a) + e(s, a))||^2
 - diversity (the reference code's MuJoCo default, `diversity_seeking_calc='relative'`):
       r = -[mean_k k(phi(s'), phi_k) - mean_k k(phi(s), phi_k)],  k(x, y) = exp(-||x - y||^2 / 2h^2)
   with the pool phi_k = phi of the batch's states (the code's replay pool of size 0) and h = 5.
-  The reference code computes this one after the embedding update on the batch; here, by the
-  exploration contract, both rewards use the embeddings trained up to the previous batch.
+
+Order of scoring and training (`fit_before_scoring`, the exploration contract's flag). The reference
+(dsae/dsae.py `train_and_compute_intrinsic_rewards`) evaluates the residuals of the batch, then
+trains the embeddings on it (`_optimize`), then embeds the batch again: the diversity reward uses
+the embeddings AFTER the update on the batch, the residual reward those BEFORE it (unless
+`residual_error_ir_calc_after_opt`, off by default). So `fit_before_scoring` defaults to the
+reference's order for the chosen reward: true for diversity (the loop trains on the batch, then
+scores it), false for residual (scored with the embeddings trained up to the previous batch, then
+trained after the agent's update). Either reward can be given either order.
 
 Continuous actions enter psi and e clipped to the action bounds (the code's clip_actions); discrete
 actions one-hot. Pixel observations ([C, H, W] uint8 stacks) are embedded from their last frame
@@ -54,7 +61,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from algos.common.checks import check_finite, require_choice, require_positive
+from algos.common.checks import check_finite, require, require_choice, require_positive
 from algos.common.nets import AtariCNN, action_kind, mlp, observation_kind
 from algos.common.rollout import Transitions
 from algos.exploration.base import ExplorationMethod, Requirements
@@ -123,14 +130,6 @@ def pool_self_similarity(pool, bandwidth: float, block: int = 256, dtype=np.floa
         sums[i:i + block] += k.sum(1, dtype=np.float64)
         sums[i + block:] += k[:, block:].sum(0, dtype=np.float64)
     return sums / len(p)
-
-
-def diversity_reward(phi_s, phi_next, pool, bandwidth: float = 5.0, form: str = "relative") -> np.ndarray:
-    """-[sim(phi(s'), pool) - sim(phi(s), pool)] ('relative') or -sim(phi(s'), pool) ('naive')."""
-    reward = -rbf_similarity(phi_next, pool, bandwidth)
-    if form == "relative":
-        reward += rbf_similarity(phi_s, pool, bandwidth)
-    return reward
 
 
 # -- networks --------------------------------------------------------------------------------------
@@ -202,7 +201,8 @@ class EMI(ExplorationMethod):
                  action_kl_loss_weight: float = 1e-1, learning_rate: float = 1e-3, epochs: int = 3,
                  minibatch_size: int = 512, diversity_bandwidth: float = 5.0,
                  diversity_form: str = "relative", last_frame_only: bool = True,
-                 clip_actions: bool = True, eval_chunk_size: int = 4096):
+                 clip_actions: bool = True, eval_chunk_size: int = 4096,
+                 fit_before_scoring: bool | None = None):
         super().__init__(observation_space, action_space, seed=seed, device=torch.device(device))
         require_choice("exploration.intrinsic_reward", intrinsic_reward, REWARDS)
         require_choice("exploration.diversity_form", diversity_form, DIVERSITY_FORMS)
@@ -212,7 +212,11 @@ class EMI(ExplorationMethod):
             require_positive(f"exploration.{key}", value)
         require_positive("exploration.diversity_bandwidth", diversity_bandwidth, integer=False)
         require_positive("exploration.learning_rate", learning_rate, integer=False)
+        require(fit_before_scoring is None or isinstance(fit_before_scoring, bool), "exploration.fit_before_scoring",
+                f"must be true, false or null (the reference's order for the reward), got {fit_before_scoring!r}")
         self.reward_kind, self.diversity_form = intrinsic_reward, diversity_form
+        # the reference's order (module docstring): diversity after the update on the batch, residual before
+        self.fit_before_scoring = intrinsic_reward == "diversity" if fit_before_scoring is None else fit_before_scoring
         self.bandwidth = float(diversity_bandwidth)
         self.weights = {"error": reconciler_loss_weight, "mi_action": mi_action_loss_weight,
                         "mi_obs": mi_obs_loss_weight, "action_kl": action_kl_loss_weight}

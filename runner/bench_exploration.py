@@ -59,7 +59,7 @@ def vime_model(transitions: int, updates: int) -> None:
               f"median {np.median(times):.3f} s, min {min(times):.3f} s")
     idx = vime.rng.integers(0, vime.pool.size, (updates, vime.pool_batch_size))
     x, y = vime.pool.standardise(vime.pool.data[idx])
-    noise = vime.bnn.noise(updates, vime.n_samples, vime.pool_batch_size, rng=vime.rng)
+    noise = vime.training_noise(updates)
     t0 = time.perf_counter()
     for j in range(updates):
         vime.bnn.train_step(x[j], y[j], [e[j] for e in noise], vime.n_batches)

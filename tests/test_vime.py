@@ -17,6 +17,7 @@ from algos.exploration.vime import (
     hashed_noise,
     kl_factorised_gaussians,
     log_likelihood,
+    predict,
     row_keys,
     second_order_kl,
 )
@@ -110,11 +111,12 @@ def test_batched_kls_equal_a_per_transition_python_loop():
     assert len(set(np.round(batched, 12))) == 6
 
 
-def test_hand_derived_training_gradient_matches_autograd():
+@pytest.mark.parametrize("rows_of_noise", [7, 1])  # per-example noise, and one draw shared by the 7 rows
+def test_hand_derived_training_gradient_matches_autograd(rows_of_noise):
     bnn = tiny_bnn(sizes=(4, 5, 3, 2), seed=4)                     # two hidden layers
     rng = np.random.default_rng(5)
     x, y = rng.standard_normal((7, 4)), rng.standard_normal((7, 2))
-    noise = bnn.noise(10, 7, rng=rng)                             # [S, rows, units] per layer
+    noise = bnn.noise(10, rows_of_noise, rng=rng)                 # [S, rows or 1, units] per layer
     params = {k: v.clone().requires_grad_(True) for k, v in bnn.params().items()}
     loss = elbo_loss(params, *to_torch([x, y]), to_torch(noise), 0.5, 5.0, 5.0)
     loss.backward()
@@ -265,6 +267,35 @@ def test_state_dict_round_trip_reproduces_rewards_and_training(restore_seed):
         np.testing.assert_array_equal(x, y)
 
 
+@pytest.mark.parametrize("train_noise", ["minibatch", "per_example"])
+def test_training_minibatch_rows_share_one_noise_draw(train_noise):
+    """The reference's BNNLayer draws ε of shape (num_units,) per forward pass of a minibatch: within
+    a training minibatch every row sees the same draw, so identical inputs give identical outputs
+    (per MC sample). `per_example` gives each row its own draw, and fails that check."""
+    vime, rng = make_vime(train_noise=train_noise, n_updates_per_sample=3), np.random.default_rng(0)
+    vime.observe(fake_rollout(rng))
+    seen, train_step = [], vime.bnn.train_step
+
+    def recording_train_step(x, y, noise, n_batches):
+        seen.append((x, noise))
+        return train_step(x, y, noise, n_batches)
+
+    vime.bnn.train_step = recording_train_step
+    vime.update(None)
+    assert len(seen) == 3
+    for x, noise in seen:
+        assert x.shape == (10, 3)                                        # a minibatch of pool_batch_size
+        same_input = torch.from_numpy(np.repeat(x[:1], 10, 0))          # one row, ten times
+        with torch.no_grad():
+            out = predict(vime.bnn.params(), same_input, [torch.from_numpy(e) for e in noise]).numpy()
+        assert out.shape == (10, 10, 2)                                  # [S, rows, outputs]
+        assert np.ptp(out, axis=0).min() > 0                             # the S samples differ
+        rows_agree = np.allclose(out, out[:, :1], rtol=0, atol=0)
+        assert rows_agree == (train_noise == "minibatch")
+    first, second = (np.asarray(noise[0]) for _, noise in seen[:2])
+    assert not np.allclose(first, second)                                # a fresh draw per minibatch
+
+
 def test_invalid_configuration_is_refused():
     with pytest.raises(ConfigError, match="exploration.kl_form"):
         make_vime(kl_form="cubic")
@@ -272,6 +303,8 @@ def test_invalid_configuration_is_refused():
         make_vime(second_order_update=False)
     with pytest.raises(ConfigError, match="exploration.hidden"):
         make_vime(hidden=[])
+    with pytest.raises(ConfigError, match="exploration.train_noise"):
+        make_vime(train_noise="per_weight")
 
 
 # -- through the runner -----------------------------------------------------------------------------

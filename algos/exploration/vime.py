@@ -17,6 +17,14 @@ Paper, top to bottom (equation numbers of the arXiv/NIPS text; see the note at t
   minibatches of a FIFO replay pool, inputs (s, a) and targets s' standardised with the pool's
   mean and std, by Adam on  KL[q ‖ p] / n_batches − (1/S) Σ_samples log p(minibatch | θ)  (the
   reference's `BNN.loss`: n_batches = 5, S = n_samples = 10).
+- Training noise (`train_noise`). The reference's BNNLayer (dynamics/bnn.py,
+  `get_output_for_reparametrization`) draws its standard normal ε with shape (num_units,) at every
+  forward pass, and `BNN.loss` makes one forward pass per MC sample over the whole minibatch: each of
+  the S samples has ONE noise vector per layer, shared by all rows of the minibatch, so identical
+  inputs give identical outputs within it (a correlated draw; not a weight sample, and not the
+  per-example noise of Kingma et al.'s local reparameterisation). `train_noise: minibatch` (default)
+  does that; `per_example` draws ε for every row, sample and unit (independent local
+  reparameterisation noise, this project's former behaviour).
 - The posterior after one transition solves Eq. (12):
   φ' = argmin_φ ℓ(φ),   ℓ(φ) = KL[q(θ; φ) ‖ q(θ; φ_old)] − E_{θ~q(·;φ)}[log p(s_{t+1} | s_t, a_t; θ)],
   approximated by ONE second-order step from φ_old (Eq. 13):  Δφ = H⁻¹ ∇_φ ℓ, with H the diagonal
@@ -49,9 +57,11 @@ trained (the reference's `itr > 0`); each batch enters the pool (`observe`) and,
 update, once the pool holds `min_pool_size` transitions, the model takes `n_updates_per_sample` Adam
 steps on minibatches of `pool_batch_size`. The bonus standardises inputs with the pool statistics the
 model was trained with, i.e. those before the current batch joined, as the reference does. Its S
-noise draws per transition are hashed from the transition (`hashed_noise`) rather than drawn from a
-generator, so that the bonus is a pure function of the transition and the model (the exploration
-contract); they are as independent across transitions and model versions as fresh draws.
+noise draws are per transition, as in the reference, whose bonus passes one transition at a time
+(`kl_batch_size=1`) through the network; they are hashed from the transition (`hashed_noise`) rather
+than drawn from a generator, so that the bonus is a pure function of the transition and the model
+(the exploration contract), and are as independent across transitions and model versions as fresh
+draws.
 The runner's `normalise: running_median_ratio` divides each KL by the mean of the last 10
 per-iteration medians (`use_kl_ratio_q`), then multiplies by `coef` (η).
 
@@ -76,6 +86,7 @@ from algos.common.rollout import Transitions
 from algos.exploration.base import ExplorationMethod, Requirements
 
 KL_FORMS = ("exact", "quadratic")
+TRAIN_NOISE = ("minibatch", "per_example")
 
 
 def softplus_inverse(sd: float) -> float:
@@ -93,7 +104,8 @@ def kl_factorised_gaussians(mu_p, sd_p, mu_q, sd_q) -> torch.Tensor:
 
 def predict(params: dict, x: torch.Tensor, noise: list[torch.Tensor]) -> torch.Tensor:
     """Sampled predictions [S, B, n_out] for inputs x [B, n_in] with the local reparameterisation
-    trick: each pre-activation ~ N(h·μ_W + μ_b, h²·σ_W² + σ_b²), noise[l] is [S, B, units_l]."""
+    trick: each pre-activation ~ N(h·μ_W + μ_b, h²·σ_W² + σ_b²), noise[l] is [S, B, units_l], or
+    [S, 1, units_l] for one draw shared by the B rows (the reference's training noise)."""
     n_layers = len(noise)
     h = x
     for l in range(n_layers):
@@ -188,14 +200,16 @@ class BayesianDynamics:
         return float(np.sum(np.log(p / sd) + (sd * sd + mu * mu) / (2 * p * p) - 0.5))
 
     def train_step(self, x: np.ndarray, y: np.ndarray, noise: list[np.ndarray], n_batches: float) -> float:
-        """One Adam step on `elbo_loss` (x [n, n_in], y [n, n_out], noise[l] [S, n, units_l]);
-        returns the minibatch's negative log-likelihood term (1/S) Σ_s Σ_rows −log p(y | x, θ_s)."""
+        """One Adam step on `elbo_loss` (x [n, n_in], y [n, n_out], noise[l] [S, n, units_l], or
+        [S, 1, units_l] for one draw shared by the n rows); returns the minibatch's negative
+        log-likelihood term (1/S) Σ_s Σ_rows −log p(y | x, θ_s)."""
         n, theta = self.n, self.theta
         mu, rho = theta[:n], theta[n:]
         sd = np.log1p(np.exp(-np.abs(rho))) + np.maximum(rho, 0)   # σ = softplus(ρ), overflow-free
         dsd = -np.expm1(-sd)                                        # dσ/dρ = sigmoid(ρ) = 1 − e^{−σ}
         var_w = sd * sd
         n_samples, rows = noise[0].shape[0], x.shape[0]
+        noise = [np.broadcast_to(e, (n_samples, rows, e.shape[-1])) for e in noise]
         # forward (local reparameterisation); layer 0's input is shared by the S samples, later
         # layers work on [S * rows, units]
         h, inputs, stds, acts = x, [], [], []
@@ -380,7 +394,8 @@ class VIME(ExplorationMethod):
                  n_batches: int = 5, learning_rate: float = 1e-3, replay_pool_size: int = 100000,
                  min_pool_size: int = 500, n_updates_per_sample: int = 500, pool_batch_size: int = 10,
                  second_order_update: bool = True, step_size: float = 0.01, kl_form: str = "quadratic",
-                 kl_clip: float = 1000.0, kl_chunk: int = 2048, std_epsilon: float = 1e-8):
+                 kl_clip: float = 1000.0, kl_chunk: int = 2048, std_epsilon: float = 1e-8,
+                 train_noise: str = "minibatch"):
         super().__init__(observation_space, action_space, seed=seed, device=device)
         hidden = list(hidden)
         if not hidden or any(not isinstance(h, int) or isinstance(h, bool) or h <= 0 for h in hidden):
@@ -396,6 +411,7 @@ class VIME(ExplorationMethod):
                            ("std_epsilon", std_epsilon)]:
             require_positive(f"exploration.{key}", value, integer=False)
         require_choice("exploration.kl_form", kl_form, KL_FORMS)
+        require_choice("exploration.train_noise", train_noise, TRAIN_NOISE)
         require(second_order_update is True, "exploration.second_order_update",
                 f"only true (the paper's second-order step, Eq. 13) is implemented, got {second_order_update!r}")
         if isinstance(action_space, gym.spaces.Discrete):
@@ -409,6 +425,7 @@ class VIME(ExplorationMethod):
         self.min_pool_size, self.n_updates = int(min_pool_size), int(n_updates_per_sample)
         self.pool_batch_size, self.step_size, self.kl_form = int(pool_batch_size), float(step_size), kl_form
         self.kl_clip, self.kl_chunk = float(kl_clip), int(kl_chunk)
+        self.train_noise = train_noise
 
         init_ss, rng_ss = np.random.SeedSequence(seed).spawn(2)
         self.bnn = BayesianDynamics(obs_dim + act_dim, hidden, obs_dim, prior_sd, likelihood_sd,
@@ -443,6 +460,13 @@ class VIME(ExplorationMethod):
                                        self.step_size, self.kl_form).numpy())
         return np.clip(np.concatenate(kls), 0.0, self.kl_clip)
 
+    def training_noise(self, n_steps: int) -> list[np.ndarray]:
+        """The noise of `n_steps` training minibatches, per layer [n_steps, S, 1, units] (one draw per
+        minibatch and MC sample, shared by its rows: the reference) or [n_steps, S, pool_batch_size,
+        units] (`train_noise: per_example`), from the method's generator."""
+        rows = 1 if self.train_noise == "minibatch" else self.pool_batch_size
+        return self.bnn.noise(n_steps, self.n_samples, rows, rng=self.rng)
+
     def observe(self, transitions: Transitions) -> None:
         """The new transitions enter the pool."""
         self.pool.add(*self._rows(transitions))
@@ -458,7 +482,7 @@ class VIME(ExplorationMethod):
     def update(self, transitions: Transitions, feedback=None) -> dict:
         """Once the pool holds min_pool_size transitions, take n_updates_per_sample Adam steps on the
         −ELBO of minibatches of pool_batch_size, standardised with the pool's statistics, which the
-        bonus then keeps using until the next update."""
+        bonus then keeps using until the next update; the noise is `training_noise`'s."""
         metrics = {"pool_size": float(self.pool.size)}
         if self.pool.size < self.min_pool_size or self.n_updates == 0:
             return metrics
@@ -468,8 +492,7 @@ class VIME(ExplorationMethod):
         before = float(np.mean((self.bnn.predict_mean(probe_x) - probe_y) ** 2))
         nll, chunk = 0.0, 256
         for start in range(0, self.n_updates, chunk):
-            noise = self.bnn.noise(min(chunk, self.n_updates - start), self.n_samples, self.pool_batch_size,
-                                   rng=self.rng)
+            noise = self.training_noise(min(chunk, self.n_updates - start))
             for j in range(noise[0].shape[0]):
                 nll += self.bnn.train_step(x[start + j], y[start + j], [e[j] for e in noise], self.n_batches)
         after = float(np.mean((self.bnn.predict_mean(probe_x) - probe_y) ** 2))

@@ -1,4 +1,5 @@
-"""SimHash counts and the learned AE hash (#Exploration, Tang et al. 2017), and the paper presets."""
+"""SimHash counts (#Exploration, Tang et al. 2017) and the paper presets; the learned AE hash is in
+tests/test_ae_simhash.py."""
 from pathlib import Path
 
 import gymnasium as gym
@@ -7,10 +8,8 @@ import pytest
 
 from algos.common.checks import ConfigError
 from algos.common.rollout import Rollout, Transitions
-from algos.exploration.ae_simhash import AESimHashCount
 from algos.exploration.simhash import CountMinSketch, SimHashCount
 from tests.conftest import learning_columns, read_progress, train_in_process
-from tests.helpers import iterate
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 VECTOR = gym.spaces.Box(-np.inf, np.inf, (8,), np.float32)
@@ -152,59 +151,6 @@ def test_resumed_run_matches_an_uninterrupted_one(tmp_path, method):
     assert [int(r["iteration"]) for r in run] == [1, 2, 3, 4, 5]
     assert float(run[-1]["bonus_raw_mean"]) < float(run[0]["bonus_raw_mean"])  # counts carried over
     assert learning_columns(run) == learning_columns(ref)
-
-
-# -- the learned (AE) hash ---------------------------------------------------------------------------
-def clusters(rng, n, centers):
-    label = rng.integers(0, len(centers), n)
-    return (centers[label] + 0.1 * rng.normal(size=(n, centers.shape[1]))).astype(np.float32), label
-
-
-def test_ae_codes_become_binary_and_separate_clusters():
-    rng = np.random.default_rng(0)
-    centers = rng.normal(0, 3, (4, 8))
-    method = AESimHashCount(VECTOR, DISCRETE, seed=0, code_dim=32, dim_key=16, train_steps=50)
-    probe, label = clusters(rng, 400, centers)
-    near_binary = lambda b: np.mean(np.minimum(b, 1 - b) < 0.1)  # noqa: E731  (share of code units)
-    assert near_binary(method.code(probe)) < 0.5  # untrained: sigmoids near 0.5
-    for _ in range(15):
-        iterate(method, rollout(clusters(rng, 500, centers)[0], num_envs=2))  # count, then train the AE
-    assert near_binary(method.code(probe)) > 0.95
-    keys = [tuple(method.codes(probe[label == c]).mean(0).round()) for c in range(4)]
-    for c in range(4):  # every cluster hashes to one code, and no two clusters share it
-        same = (method.codes(probe[label == c]) == np.array(keys[c], bool)).all(axis=1)
-        assert same.mean() > 0.95
-    assert len(set(keys)) == 4
-    probe_batch = rollout(probe)
-    method.observe(probe_batch)
-    r = method.intrinsic_reward(probe_batch)
-    assert r.shape == (400,)
-    assert r.max() <= 1 / np.sqrt(15 * 500 / 4 * 0.5)  # familiar clusters: counts in the thousands
-
-
-def test_conv_ae_hash_on_pixels_round_trips_through_state_dict():
-    rng = np.random.default_rng(0)
-    frames = rng.integers(0, 256, (3, 4, 42, 42), dtype=np.uint8)
-    obs = frames[rng.integers(0, 3, 64)]
-    method = AESimHashCount(PIXELS, DISCRETE, seed=0, train_steps=3, minibatch_size=16)
-    assert method.codes(obs).shape == (64, 64)
-    batch = rollout(obs, num_envs=4)
-    assert np.all(method.intrinsic_reward(batch) == 1.0)   # nothing observed yet: every count is 0
-    method.observe(batch)
-    r = method.intrinsic_reward(batch)
-    assert r.shape == (64,) and batch.as_steps(r).shape == (16, 4) and np.isfinite(r).all()
-    assert r.max() <= 1 / np.sqrt(64 / 3 * 0.5)             # 3 distinct frames, each ~21 times
-    assert method.replay.added == 64
-    metrics = method.update(batch)
-    assert np.isfinite(metrics["ae_nll"]) and metrics["counted_states"] == 64
-    other = AESimHashCount(PIXELS, DISCRETE, seed=5, train_steps=3, minibatch_size=16)
-    other.load_state_dict(method.state_dict())
-    assert np.array_equal(other.code(obs), method.code(obs))
-    assert np.array_equal(other.intrinsic_reward(batch), method.intrinsic_reward(batch))
-    other.observe(batch)
-    method.observe(batch)
-    assert np.array_equal(other.intrinsic_reward(batch), method.intrinsic_reward(batch))
-    assert other.update(batch) == method.update(batch)  # same replay, minibatches and noise
 
 
 # -- the paper presets ---------------------------------------------------------------------------------

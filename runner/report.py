@@ -96,7 +96,8 @@ def _choices(run_dir: Path, flat: dict) -> dict:
     if hydra_yaml.exists():
         recorded = OmegaConf.load(hydra_yaml).hydra.runtime.get("choices", {})
         choices = {k: str(v) for k, v in recorded.items()
-                   if not k.startswith("hydra/") and k not in ("logger", "experiment") and v is not None}
+                   if not k.startswith(("hydra/", "cell@", "cell/")) and k not in ("logger", "experiment")
+                   and v is not None}
     for key, value in flat.items():
         group, _, leaf = key.rpartition(".")
         if leaf == "_target_" and group and "." not in group and group not in choices:

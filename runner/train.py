@@ -93,7 +93,8 @@ def check_compatibility(agent, exploration, vec_env, choices: dict) -> None:
                 (obs_kind, req.observation_kinds, f"env={env_name} has {obs_kind} observations")]
     for value, allowed, what in problems:
         if value not in allowed:
-            raise ConfigError(f"exploration={expl_name} cannot run here: {what}; it supports "
+            given = f" with {req.because}" if req.because else ""
+            raise ConfigError(f"exploration={expl_name}{given} cannot run here: {what}; it supports "
                               f"{' | '.join(allowed)}")
 
 

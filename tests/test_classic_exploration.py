@@ -534,6 +534,7 @@ def test_runner_refuses_history_dependent_or_clipped_noise_on_on_policy_agents(t
                             "total_env_steps=10000", *extra) == 2
     err = capsys.readouterr().err
     assert f"exploration={method}" in err and f"agent={agent}" in err and "off_policy" in err
+    assert all(key in err for key in extra)  # the value that made it off-policy only
     assert not (tmp_path / "progress.csv").exists()
 
 
@@ -543,7 +544,8 @@ def test_runner_refuses_the_ucb1_action_rule_on_on_policy_agents(tmp_path, capsy
     assert train_in_process(tmp_path, f"agent={agent}", "exploration=ucb", "exploration.rule=ucb1_action",
                             "env=cartpole") == 2
     err = capsys.readouterr().err
-    assert "exploration=ucb" in err and f"agent={agent}" in err and "off_policy" in err
+    assert "exploration=ucb with exploration.rule=ucb1_action" in err and f"agent={agent}" in err
+    assert "off_policy" in err
 
 
 def test_egreedy_default_is_a_small_constant_epsilon_within_trpo_step_size():

@@ -37,6 +37,7 @@ class Requirements:
     action_kinds: tuple = ACTION_KINDS
     agent_families: tuple = ("on_policy",)
     observation_kinds: tuple = OBSERVATION_KINDS
+    because: str = ""  # the config value that narrowed them, named in the refusal (e.g. "exploration.rule=ucb1_action")
 
 
 class ExplorationMethod:

@@ -261,7 +261,8 @@ class GaussianNoise(_ContinuousNoise):
         require_positive("exploration.sigma", sigma, integer=False)
         self.sigma = float(sigma)
         if self.clip_actions:  # a censored likelihood is no density for an on-policy ratio to divide
-            self.requires = Requirements(action_kinds=("continuous",), agent_families=("off_policy",))
+            self.requires = Requirements(action_kinds=("continuous",), agent_families=("off_policy",),
+                                         because="exploration.clip_actions=true")
 
     def noise(self, shape) -> np.ndarray:
         return self.sigma * self.rng.standard_normal(shape)
@@ -371,7 +372,7 @@ class UCBCounts(ExplorationMethod):
         if rule == "ucb1_action":  # what the rule needs differs from the bonus's (class attributes)
             self.changes_actions = True
             self.requires = Requirements(action_kinds=("discrete",), agent_families=("off_policy",),
-                                         observation_kinds=("vector",))
+                                         observation_kinds=("vector",), because="exploration.rule=ucb1_action")
         self.state_counts: dict[bytes, int] = {}
         self.pair_counts: dict[bytes, int] = {}
 

@@ -21,8 +21,8 @@ Preprocessing g (config keys below):
     the stack (docs/papers.md §3: "the hash sees the last frame only"; SlicingPreprocessor in exp-027.py),
     average-pooled by `pixel_downsample` (1 keeps the 42 x 42 frames the paper's Atari setup uses),
     flattened and scaled to [-1, 1] (x / 127.5 - 1), so that the random hyperplanes pass through
-    mid-grey rather than through the black image. The scaling is our choice: SimHash only sees
-    directions, and docs/papers.md does not record the reference code's pixel range.
+    mid-grey rather than through the black image: the reference's range, (x / 255) * 2 - 1 (its Atari
+    env's observations, hashed with count_target="observations"; docs/papers.md §16.7).
 
 `observe` adds the new batch to the sketch; `intrinsic_reward` is then a pure query of the counts
 (the batch's own states included, as in the reference code), so scoring a batch twice never counts it

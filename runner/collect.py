@@ -39,15 +39,20 @@ class Collector:
     - carried over (default): `num_steps` steps of every env per collection, episodes running on
       across collections; the rollout is [num_steps, N].
     - whole paths (`whole_paths_min_steps` = agent.batch_size; rllab's BatchPolopt sampler): every
-      collection resets all envs, an env starts another episode only while fewer than that many
-      steps have been taken in all, and every started episode runs to its end. The paths form one
-      column, [total steps, 1], env by env, each path contiguous and ending in an episode end. Envs
-      that have stopped are still stepped (a vector env steps all) but their steps are dropped.
+      collection resets all envs and collects complete episodes until at least that many steps, as
+      rllab's serial sampler would: an env at an episode boundary starts a path (envs in index order)
+      only while the steps taken plus the most the running paths can still take (the time limit
+      `path_limit`) stay below the batch, so an iteration overshoots by less than one path (without a
+      known limit: while the steps taken stay below it). Every started path runs to its end. The paths
+      form one column, [total steps, 1], env by env, each contiguous and ending in an episode end. Envs
+      not on a path are still stepped (a vector env steps all) but their steps are dropped.
     """
 
     def __init__(self, vec_env, num_steps: int, whole_paths_min_steps: int | None = None):
         self.env, self.num_steps, self.num_envs = vec_env, num_steps, vec_env.num_envs
         self.whole_paths_min_steps = whole_paths_min_steps
+        spec = getattr(getattr(vec_env, "envs", [None])[0], "spec", None)
+        self.path_limit = getattr(spec, "max_episode_steps", None)  # None: ale-py's batch
         self.obs = None
         self.episode_return = np.zeros(self.num_envs)
         self.episode_step = np.zeros(self.num_envs, np.int64)
@@ -78,7 +83,10 @@ class Collector:
         stats = EpisodeStats()
         behaviour = exploration.behaviour_action if exploration.changes_actions else None
         obs, kept, taken, t = self.obs, np.ones(N, bool), 0, 0
-        while kept.any() if whole_paths else t < self.num_steps:
+        if whole_paths:
+            kept[:] = False
+            self._admit(kept, np.arange(N), taken)
+        while (kept.any() or taken < self.whole_paths_min_steps) if whole_paths else t < self.num_steps:
             starting = (self.episode_step == 0) & kept
             if starting.any():
                 agent.episode_start(starting)
@@ -114,7 +122,8 @@ class Collector:
             self.episode_step[ended] = 0
             if whole_paths:
                 taken += int(kept.sum())
-                kept &= ~ended | (taken < self.whole_paths_min_steps)
+                kept &= ~ended
+                self._admit(kept, np.flatnonzero(ended), taken)
             t += 1
         self.obs = obs.copy()
         buffers = {k: np.stack(v) for k, v in steps.items()}
@@ -144,6 +153,17 @@ class Collector:
             episode_step=buffers["episode_step"], last_obs=last_obs, final_index=final_index,
             final_obs=final_obs, agent_info=agent_info, behaviour_log_prob=behaviour_log_prob)
         return rollout, stats
+
+    def _admit(self, kept: np.ndarray, candidates: np.ndarray, taken: int) -> None:
+        """Start paths in the `candidates` envs (at an episode boundary), in order, while the steps
+        committed (taken, plus what the running paths may still take) stay below the batch."""
+        limit = self.path_limit or 0
+        committed = taken + int(np.sum(limit - self.episode_step[kept])) if limit else taken
+        for i in candidates:
+            if committed >= self.whole_paths_min_steps:
+                return
+            kept[i] = True
+            committed += limit
 
     @staticmethod
     def _final_task_metric(info: dict):

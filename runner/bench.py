@@ -60,7 +60,8 @@ def runner_figures(overrides: list[str], iterations: int, warmup: int = 1) -> di
             rows = list(csv.DictReader(f))
     timed = rows[warmup:]
     wall = float(timed[-1]["wall_s"]) - float(rows[warmup - 1]["wall_s"])
-    return {"sps": batch * len(timed) / wall,
+    steps = int(timed[-1]["env_steps"]) - int(rows[warmup - 1]["env_steps"])  # whole paths: >= batch each
+    return {"sps": steps / wall,
             "phases": {p: float(np.mean([float(r[p]) for r in timed])) for p in PHASE_COLUMNS},
             "iteration_s": wall / len(timed), "batch_size": batch, "device": cfg.device}
 

@@ -251,7 +251,8 @@ def test_cnn_torsos(arch, size):
 def test_atari_agent_presets_run(tmp_path, agent):
     from tests.conftest import read_progress, train_in_process
 
-    tiny = ["agent.batch_size=128", "agent.num_envs=2", "total_env_steps=256"]
+    # 100-step episodes: TRPO's whole paths then take 200 steps per iteration, not two whole games
+    tiny = ["agent.batch_size=128", "agent.num_envs=2", "total_env_steps=256", "env.max_episode_steps=100"]
     if agent == "ppo_atari":
         tiny.append("agent.num_minibatches=2")
     assert train_in_process(tmp_path, f"agent={agent}", "env=freeway", *tiny) == 0

@@ -25,10 +25,13 @@ CASES = {  # method -> env and the overrides that train its model within three i
     "emi": [*CHEETAH, "exploration.minibatch_size=64"],
     "vime": [*CHEETAH, "exploration.min_pool_size=100", "exploration.n_updates_per_sample=10"],
     "ucb": ["env=cartpole"], "egreedy": ["env=cartpole"], "boltzmann": ["env=cartpole"],
-    "ex2_atari": ["env=freeway", "env.atari.vector=sync", "agent=trpo_atari", "exploration.min_replay_size=100",
+    # Atari: 100-step episodes, so that TRPO's whole paths stay short
+    "ex2_atari": ["env=freeway", "env.max_episode_steps=100", "env.atari.vector=sync", "agent=trpo_atari",
+                  "exploration.min_replay_size=100",
                   "exploration.first_train_itrs=2", "exploration.train_itrs=2", "exploration.batch_size=8",
                   "exploration.steps_per_draw=2"],
-    "emi_atari": ["env=freeway", "env.atari.vector=sync", "agent=trpo_atari", "exploration.minibatch_size=32",
+    "emi_atari": ["env=freeway", "env.max_episode_steps=100", "env.atari.vector=sync", "agent=trpo_atari",
+                  "exploration.minibatch_size=32",
                   "exploration.epochs=1"],
 }
 

@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass, field
 
 import numpy as np
+from gymnasium.vector import SyncVectorEnv
 
 from algos.common.rollout import Rollout
 from runner.env_state import get_vector_env_state, set_vector_env_state
@@ -44,8 +45,11 @@ class Collector:
       only while the steps taken plus the most the running paths can still take (the time limit
       `path_limit`) stay below the batch, so an iteration overshoots by less than one path (without a
       known limit: while the steps taken stay below it). Every started path runs to its end. The paths
-      form one column, [total steps, 1], env by env, each contiguous and ending in an episode end. Envs
-      not on a path are still stepped (a vector env steps all) but their steps are dropped.
+      form one column, [total steps, 1], env by env, each contiguous and ending in an episode end.
+      With gymnasium's SyncVectorEnv the envs are stepped one by one, only those on a path, and an
+      env resets as its path ends, waiting at an episode start until it is admitted; other vector envs
+      (ale-py's batch) step all envs and drop the steps of those not on a path, which start a path
+      only at their next episode boundary.
     """
 
     def __init__(self, vec_env, num_steps: int, whole_paths_min_steps: int | None = None):
@@ -53,6 +57,7 @@ class Collector:
         self.whole_paths_min_steps = whole_paths_min_steps
         spec = getattr(getattr(vec_env, "envs", [None])[0], "spec", None)
         self.path_limit = getattr(spec, "max_episode_steps", None)  # None: ale-py's batch
+        self.step_envs_alone = type(vec_env) is SyncVectorEnv  # whole paths step only the envs on a path
         self.obs = None
         self.episode_return = np.zeros(self.num_envs)
         self.episode_step = np.zeros(self.num_envs, np.int64)
@@ -103,12 +108,15 @@ class Collector:
             steps["actions"].append(np.array(actions))
             steps["episode_step"].append(self.episode_step.copy())
             steps["kept"].append(kept.copy())
-            obs, reward, terminated, truncated, info = self.env.step(actions)
+            if whole_paths and self.step_envs_alone:
+                obs, reward, terminated, truncated, info = self._step_envs_on_paths(obs, actions, kept)
+            else:
+                obs, reward, terminated, truncated, info = self.env.step(actions)
             steps["rewards"].append(np.array(reward, np.float64))
             steps["terminated"].append(np.array(terminated, bool))
             steps["truncated"].append(np.array(truncated, bool))
             self.episode_return += reward
-            self.episode_step += 1
+            self.episode_step += kept if whole_paths and self.step_envs_alone else 1  # waiting envs stay put
             ended = terminated | truncated
             if (ended & kept).any():
                 metric, has_metric = self._final_task_metric(info)
@@ -123,7 +131,8 @@ class Collector:
             if whole_paths:
                 taken += int(kept.sum())
                 kept &= ~ended
-                self._admit(kept, np.flatnonzero(ended), taken)
+                # envs stepped alone wait at an episode start; the others reach one when theirs ends
+                self._admit(kept, np.flatnonzero(~kept if self.step_envs_alone else ended), taken)
             t += 1
         self.obs = obs.copy()
         buffers = {k: np.stack(v) for k, v in steps.items()}
@@ -153,6 +162,26 @@ class Collector:
             episode_step=buffers["episode_step"], last_obs=last_obs, final_index=final_index,
             final_obs=final_obs, agent_info=agent_info, behaviour_log_prob=behaviour_log_prob)
         return rollout, stats
+
+    def _step_envs_on_paths(self, obs, actions, kept):
+        """One step of the envs where `kept`, each stepped alone and reset at its episode's end (the
+        vector env's step, same-step autoreset, for a subset); the other envs stay where they are."""
+        obs = obs.copy()
+        n = self.num_envs
+        reward, terminated, truncated = np.zeros(n), np.zeros(n, bool), np.zeros(n, bool)
+        final_obs = np.zeros_like(obs)
+        metric, has_metric = np.zeros(n), np.zeros(n, bool)
+        for i in np.flatnonzero(kept):
+            env = self.env.envs[i]
+            o, reward[i], terminated[i], truncated[i], info = env.step(actions[i])
+            if terminated[i] or truncated[i]:
+                final_obs[i] = o
+                if "task_metric" in info:
+                    metric[i], has_metric[i] = info["task_metric"], True
+                o, _ = env.reset()
+            obs[i] = o
+        return obs, reward, terminated, truncated, {
+            "final_obs": final_obs, "final_info": {"task_metric": metric, "_task_metric": has_metric}}
 
     def _admit(self, kept: np.ndarray, candidates: np.ndarray, taken: int) -> None:
         """Start paths in the `candidates` envs (at an episode boundary), in order, while the steps

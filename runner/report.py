@@ -264,9 +264,11 @@ def final_score(runs: list[Run], metric: str, fraction: float, reps: int, seed: 
     longest = max(runs, key=lambda run: len(run.rows))
     n_final = max(1, math.ceil(fraction * len(longest.rows)))
     window = (int(longest.rows[-n_final]["env_steps"]), int(longest.rows[-1]["env_steps"]))
+    # The window is a range of iterations: with whole paths (TRPO) the seeds' env steps per iteration differ.
+    first_iteration = int(longest.rows[-n_final]["iteration"])
     result = FinalScore(runs[0].env, runs[0].method, metric, window)
     for run in runs:
-        values = [r.get(metric, math.nan) for r in run.rows if r["env_steps"] >= window[0]]
+        values = [r.get(metric, math.nan) for r in run.rows if int(r["iteration"]) >= first_iteration]
         finite = [v for v in values if math.isfinite(v)]
         if finite:
             result.scores[run.path] = float(np.mean(finite))
@@ -348,11 +350,12 @@ def incomplete_items(runs: list[Run], skipped: list[str], finals: list[FinalScor
         groups.setdefault((run.env, run.method), []).append(run)
     duplicates = []
     for (env, method), members in sorted(groups.items()):
-        longest = max(int(run.rows[-1]["env_steps"]) for run in members)
+        # shorter = fewer iterations (whole paths make the env steps of equal iterations differ)
+        longest = max(members, key=lambda run: int(run.rows[-1]["iteration"]))
         for run in members:
-            reached = int(run.rows[-1]["env_steps"])
-            if reached < longest:
-                facts[run.path].append(f"its curve ends at {reached:,} env steps where other seeds reach {longest:,}")
+            if int(run.rows[-1]["iteration"]) < int(longest.rows[-1]["iteration"]):
+                facts[run.path].append(f"its curve ends at {int(run.rows[-1]['env_steps']):,} env steps where "
+                                       f"other seeds reach {int(longest.rows[-1]['env_steps']):,}")
         seeds = [run.seed for run in members]
         for dup in sorted({s for s in seeds if seeds.count(s) > 1}):
             paths = ", ".join(f"`{run.path}`" for run in members if run.seed == dup)

@@ -17,10 +17,11 @@ BATCH = 100
 
 def make_run(root: Path, name: str, values, *, agent: str = "trpo", env: str = "CartPole-v1", seed: int = 0,
              total_iterations: int | None = None, error: str | None = None, agent_keys: dict | None = None,
-             **config) -> Path:
+             overshoot: int = 0, **config) -> Path:
     """A run directory with a minimal .hydra/config.yaml and a progress.csv whose task metric is
     `values` (NaN: no episode ended in that iteration). The return is the metric + 1000, so a
-    report that read the wrong column would be off by 1000."""
+    report that read the wrong column would be off by 1000. `overshoot`: env steps beyond BATCH in
+    every iteration (TRPO's whole paths)."""
     run = root / name
     (run / ".hydra").mkdir(parents=True)
     total_iterations = total_iterations or len(values)
@@ -35,11 +36,11 @@ def make_run(root: Path, name: str, values, *, agent: str = "trpo", env: str = "
         writer.writeheader()
         for i, v in enumerate(values, start=1):
             cell = "" if math.isnan(v) else v
-            writer.writerow({"iteration": i, "env_steps": i * BATCH, "task_metric_mean": cell,
+            writer.writerow({"iteration": i, "env_steps": i * (BATCH + overshoot), "task_metric_mean": cell,
                              "return_ext_mean": "" if cell == "" else v + 1000})
     (run / "checkpoints").mkdir()
     (run / "checkpoints" / "last.json").write_text(json.dumps(
-        {"iteration": len(values), "env_steps": len(values) * BATCH, "total_iterations": total_iterations,
+        {"iteration": len(values), "env_steps": len(values) * (BATCH + overshoot), "total_iterations": total_iterations,
          "finished": len(values) >= total_iterations}))
     if error:
         (run / "error.txt").write_text(error + "\n")
@@ -215,3 +216,15 @@ def test_command_line_writes_the_report_and_prints_the_table(two_methods, capsys
     out = capsys.readouterr().out
     assert "| CartPole-v1 | PPO |" in out and "incomplete: nothing" in out
     assert (two_methods / "report" / "curves.png").exists()
+
+
+def test_whole_path_seeds_whose_env_steps_differ_are_complete_and_all_count(tmp_path):
+    """TRPO's whole paths take a little more than batch_size steps, differently per seed: finished seeds
+    of equal iterations are neither 'shorter' nor left out of the final window."""
+    root = tmp_path / "sweep"
+    for seed in range(3):
+        make_run(root, f"s{seed}", [0.0] * 8 + [1.0, 1.0], seed=seed, overshoot=7 * seed)
+    result = report.build_report([root], tmp_path / "report", reps=200)
+    assert result["incomplete"] == []
+    (final,) = result["finals"]
+    assert len(final.scores) == 3 and final.mean == pytest.approx(1.0)

@@ -77,13 +77,14 @@ class Collector:
 
     def collect(self, agent, exploration) -> tuple[Rollout, EpisodeStats]:
         whole_paths = self.whole_paths_min_steps is not None
+        alone = whole_paths and self.step_envs_alone  # only the envs on a path are stepped
         if whole_paths:  # fresh episodes, seeded per collection so that a resumed run repeats them
             self._reset_envs([(s + PATH_SEED_STRIDE * self.path_batches) % 2**31 for s in self.seeds])
             self.path_batches += 1
         N = self.num_envs
         steps = {k: [] for k in ("obs", "actions", "rewards", "terminated", "truncated", "episode_step", "kept")}
         info_steps: dict = {}
-        logp_steps: list | None = None
+        logp_steps: list = []
         final_index, final_obs = [], []
         stats = EpisodeStats()
         behaviour = exploration.behaviour_action if exploration.changes_actions else None
@@ -96,10 +97,8 @@ class Collector:
             if starting.any():
                 agent.episode_start(starting)
             actions, info = agent.act(obs)
-            log_prob = None
             if behaviour is not None:
                 actions, log_prob = behaviour(obs, actions, episode_step=self.episode_step, agent_info=info)
-                logp_steps = [] if logp_steps is None else logp_steps
                 logp_steps.append(np.asarray(log_prob, np.float64))
             # Copies: the vector env (copy=False) and the acting path reuse their output buffers.
             for k, v in info.items():
@@ -108,7 +107,7 @@ class Collector:
             steps["actions"].append(np.array(actions))
             steps["episode_step"].append(self.episode_step.copy())
             steps["kept"].append(kept.copy())
-            if whole_paths and self.step_envs_alone:
+            if alone:
                 obs, reward, terminated, truncated, info = self._step_envs_on_paths(obs, actions, kept)
             else:
                 obs, reward, terminated, truncated, info = self.env.step(actions)
@@ -116,7 +115,7 @@ class Collector:
             steps["terminated"].append(np.array(terminated, bool))
             steps["truncated"].append(np.array(truncated, bool))
             self.episode_return += reward
-            self.episode_step += kept if whole_paths and self.step_envs_alone else 1  # waiting envs stay put
+            self.episode_step += kept if alone else 1  # waiting envs stay put
             ended = terminated | truncated
             if (ended & kept).any():
                 metric, has_metric = self._final_task_metric(info)
@@ -132,14 +131,14 @@ class Collector:
                 taken += int(kept.sum())
                 kept &= ~ended
                 # envs stepped alone wait at an episode start; the others reach one when theirs ends
-                self._admit(kept, np.flatnonzero(~kept if self.step_envs_alone else ended), taken)
+                self._admit(kept, np.flatnonzero(~kept if alone else ended), taken)
             t += 1
         self.obs = obs.copy()
         buffers = {k: np.stack(v) for k, v in steps.items()}
         agent_info = {k: np.stack(v) for k, v in info_steps.items()}
         final_index = np.asarray(final_index, np.int64).reshape(-1, 2)
         final_obs = np.asarray(final_obs, self.obs.dtype).reshape(-1, *self.obs.shape[1:])
-        behaviour_log_prob = None if logp_steps is None else np.stack(logp_steps)
+        behaviour_log_prob = np.stack(logp_steps) if logp_steps else None
         last_obs = self.obs
         if whole_paths:  # the kept steps as one column of whole paths, env by env
             env_of, t_of = np.nonzero(buffers.pop("kept").T)

@@ -218,7 +218,7 @@ def test_trpo_and_ppo_weigh_noisy_actions_by_the_behaviour_distribution():
     pi = torch.softmax(logits.double(), -1).numpy()[np.arange(100), rollout.flat(rollout.actions)]
     mixture = np.log(0.7 * pi + 0.3 / 2)
     np.testing.assert_allclose(rollout.flat(rollout.behaviour_log_prob), mixture, rtol=1e-5)
-    adv = rollout.flat(agent.advantages(rollout, rollout.rewards, agent.value)[0])
+    adv = rollout.flat(agent.advantages(rollout, rollout.rewards, rollout.successor_values(agent.value))[0])
     adv = (adv - adv.mean()) / (adv.std() + 1e-8)
     expected = -np.mean(pi / np.exp(mixture) * adv)
     assert agent.update(rollout)["loss_policy"] == pytest.approx(expected, rel=1e-4)

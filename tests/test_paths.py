@@ -104,7 +104,7 @@ def test_advantages_give_value_zero_after_a_path_end_unless_truncations_are_boot
     def value(obs, steps):
         return obs @ w
 
-    adv, returns = agent.advantages(rollout, rollout.rewards_ext, value)
+    adv, returns = agent.advantages(rollout, rollout.rewards_ext, rollout.successor_values(value))
     values = rollout.obs @ w
     next_values = np.concatenate([rollout.obs[1:], rollout.last_obs[None]]) @ w
     next_values[final_index[:, 0], final_index[:, 1]] = rollout.final_obs @ w

@@ -68,7 +68,7 @@ class OnPolicyAgent(Agent):
     """Learns from the rollout it just collected; also the plumbing TRPO and PPO share: acting with
     a stochastic policy, observation normalisation, GAE.
 
-    Two choices of path handling, which change what is learned (docs/papers.md §15):
+    Two choices of path handling, which change what is learned (docs/papers.md §16.1):
     - `whole_paths` (read by the on-policy loop): every iteration starts fresh episodes and collects
       complete ones until at least `batch_size` steps (rllab's BatchPolopt), instead of
       `batch_size / num_envs` steps per env with episodes carried over between iterations.
@@ -156,10 +156,12 @@ class OnPolicyAgent(Agent):
         return torch.as_tensor(rollout.flat(rollout.actions), dtype=dtype, device=self.device)
 
     # -- learning -------------------------------------------------------------------------------
-    def advantages(self, rollout: Rollout, rewards: np.ndarray, value_fn) -> tuple[np.ndarray, np.ndarray]:
-        """GAE advantages and lambda-returns (advantage + value), both [T, N]. Without
+    def advantages(self, rollout: Rollout, rewards: np.ndarray,
+                   successor_values: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """GAE advantages and lambda-returns (advantage + value), both [T, N], from
+        `successor_values` = rollout.successor_values(value_fn), (V(s_t), V(s'_t)). Without
         `bootstrap_truncated`, every episode end (terminated or truncated) has value 0 after it."""
-        values, next_values = rollout.successor_values(value_fn)
+        values, next_values = successor_values
         ends_path = rollout.terminated if self.bootstrap_truncated else rollout.episode_end
         adv = gae(rewards, values, next_values, ends_path.astype(np.float64),
                   rollout.episode_end.astype(np.float64), self.gamma, self.gae_lambda)

@@ -121,7 +121,7 @@ class PPO(OnPolicyAgent):
             rewards = self.reward_scaler(rewards, rollout.episode_end)
 
         # 1. advantages and returns under the behaviour policy's critic
-        adv, returns = self.advantages(rollout, rewards, self.value)
+        adv, returns = self.advantages(rollout, rewards, rollout.successor_values(self.value))
         obs = self.preprocess(rollout.flat(rollout.obs))
         actions = self.actions_tensor(rollout)
         with torch.no_grad():

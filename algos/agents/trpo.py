@@ -129,9 +129,10 @@ class TRPO(OnPolicyAgent):
 
     def update(self, rollout: Rollout) -> dict:
         # 1-2. advantages, baseline refit, normalisation
-        adv, returns = self.advantages(rollout, rollout.rewards, self.value)
+        values = rollout.successor_values(self.value)
+        adv, returns = self.advantages(rollout, rollout.rewards, values)
         if self.baseline_returns == "extrinsic":  # VIME's reference: the baseline never sees the bonus
-            returns = self.advantages(rollout, rollout.rewards_ext, self.value)[1]
+            returns = self.advantages(rollout, rollout.rewards_ext, values)[1]
         obs_np = rollout.flat(rollout.obs)
         if self.obs_rms is not None:
             obs_np = self.obs_rms.normalize(obs_np, self.obs_clip)

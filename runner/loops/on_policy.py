@@ -21,7 +21,7 @@ class OnPolicyLoop:
     def __init__(self, vec_env, agent, exploration, shaper, *, steps_per_env: int, env_seeds: list[int],
                  components: dict, **_):
         self.agent, self.exploration, self.shaper = agent, exploration, shaper
-        whole_paths = agent.batch_size if getattr(agent, "whole_paths", False) else None
+        whole_paths = agent.batch_size if agent.whole_paths else None
         self.collector = Collector(vec_env, steps_per_env, whole_paths_min_steps=whole_paths)
         self.env_seeds, self.components = env_seeds, components
 

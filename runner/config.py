@@ -1,10 +1,12 @@
 """Composing, validating and comparing run configurations."""
 from __future__ import annotations
 
+import difflib
+import inspect
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from algos.common.checks import ConfigError, require, require_choice, require_positive
 
@@ -42,19 +44,131 @@ if not OmegaConf.has_resolver("eb_subdir"):
     OmegaConf.register_new_resolver("eb_subdir", _subdir)
 
 
-def compose(overrides: list[str] = ()) -> tuple[DictConfig, dict]:
-    """The config `python -m runner.train <overrides>` would get, and its group choices
-    (for tests, the bench and scripts)."""
+def _compose(overrides: list[str]) -> DictConfig:
+    """Hydra's composition of conf/config.yaml with `overrides`, its hydra node included; inside a
+    running Hydra app (runner.train's main) through the app's own config loader."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
 
-    refuse_renamed_keys(overrides)
+    if GlobalHydra.instance().is_initialized():
+        return hydra_compose("config", overrides=list(overrides), return_hydra_config=True)
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = hydra_compose("config", overrides=list(overrides), return_hydra_config=True)
+        return hydra_compose("config", overrides=list(overrides), return_hydra_config=True)
+
+
+def compose(overrides: list[str] = ()) -> tuple[DictConfig, dict]:
+    """The config `python -m runner.train <overrides>` would get, and its group choices
+    (for tests, the bench and scripts), with the value overrides checked as runner.train checks them."""
+    refuse_renamed_keys(overrides)
+    cfg = _compose(overrides)
     choices = dict(cfg.hydra.runtime.choices)
+    searchpath = list(cfg.hydra.searchpath)
     with open_dict(cfg):
         del cfg["hydra"]
+    check_overrides(cfg, [o for o in overrides if not o.lstrip("+~").startswith("hydra")], choices, searchpath)
     return cfg, choices
+
+
+# -- the command line's value overrides, checked against the config they override ----------------
+
+_ABSENT = object()
+
+
+def _constructor_parameters(node) -> dict[str, inspect.Parameter]:
+    """The keyword parameters the `_target_` of a config group's node takes (none without one)."""
+    from hydra.utils import get_class
+
+    target = node.get("_target_") if isinstance(node, DictConfig) else None
+    try:
+        parameters = inspect.signature(get_class(target).__init__).parameters if target else {}
+    except Exception:  # an unimportable _target_ is refused where the component is built
+        return {}
+    return {name: p for name, p in parameters.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+
+
+def _unknown_key(key: str, reference: DictConfig, choices: dict) -> str:
+    """Why `key` is not a key of the configuration, with the closest key beside it."""
+    parent = key.rpartition(".")[0]
+    while parent and not isinstance(OmegaConf.select(reference, parent), DictConfig):
+        parent = parent.rpartition(".")[0]
+    node = OmegaConf.select(reference, parent) if parent else reference
+    leaf = key[len(parent) + 1:] if parent else key
+    siblings = [k for k in node if k != "_target_"]
+    group = key.split(".", 1)[0]
+    what = f"not a key of {group}={choices[group]}" if "." in key and group in choices else "not a configuration key"
+    close = difflib.get_close_matches(leaf, siblings, n=1, cutoff=0.7)
+    hint = f"; did you mean {parent + '.' if parent else ''}{close[0]}?" if close else ""
+    return f"{key}: {what}{hint} (the keys of {parent or 'the configuration'}: {', '.join(siblings)})"
+
+
+def _checked_value(key: str, value, default, real: bool = False):
+    """`value` of an override of `key`, given the value it overrides: the same kind of value, whole
+    numbers typed as floats (1e6, 1000.0) taken as the integers they denote. `real`: the component
+    takes a float here although the yaml wrote a whole number (`kl_weight: 10`)."""
+    def number_name(v):
+        return "an integer" if isinstance(v, int) else "a number"
+
+    if default is None or isinstance(default, str):  # null: checked where it is used; strings take any scalar
+        if isinstance(default, str) and isinstance(value, (DictConfig, ListConfig)):
+            raise ConfigError(f"{key}: must be a single value, got {OmegaConf.to_container(value)!r}")
+        return value
+    if isinstance(default, bool):
+        require(isinstance(value, bool), key, f"must be true or false, got {value!r}")
+        return value
+    if isinstance(default, (int, float)):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        require(ok, key, f"must be {number_name(default)}, got {value!r}")
+        if isinstance(default, int) and isinstance(value, float) and not real:
+            require(value.is_integer(), key, f"must be an integer, got {value!r}")
+            return int(value)
+        return value
+    if isinstance(default, ListConfig):
+        require(isinstance(value, ListConfig), key, f"must be a list (e.g. {list(default)}), got {value!r}")
+        if len(default) and all(isinstance(x, int) and not isinstance(x, bool) for x in default):
+            return [_checked_value(f"{key}[{i}]", x, 0) for i, x in enumerate(value)]
+        return value
+    if isinstance(default, DictConfig):
+        require(isinstance(value, DictConfig), key, f"must be a mapping of keys to values, got {value!r}")
+    return value
+
+
+def check_overrides(cfg: DictConfig, overrides, choices: dict, searchpath=()) -> None:
+    """Refuse, naming the key, a command-line value override of a key the configuration does not have
+    (with the closest known key) or of another kind than the value it overrides (`exploration.coef=abc`,
+    `resume=maybe`, `agent.policy_hidden=abc`); whole numbers typed as floats become integers in `cfg`.
+
+    The reference is the configuration composed from the same group choices without the value overrides.
+    A key the yaml does not list is accepted when the group's `_target_` takes it as a parameter, and
+    `env.kwargs.*` is checked by the environment itself (runner.envs.make_env)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    groups = [o for o in parsed if o.key_or_group in choices or "/" in o.key_or_group]
+    values = [o for o in parsed if o not in groups and not o.is_delete()]
+    if not values:
+        return
+    base = [o.input_line for o in groups]
+    if searchpath:
+        base.append(f"hydra.searchpath=[{','.join(searchpath)}]")
+    reference = _compose(base)
+    with open_dict(reference):
+        del reference["hydra"]
+    for override in values:
+        key = override.key_or_group
+        group, _, name = key.partition(".")
+        parameter = (_constructor_parameters(reference.get(group)).get(name)
+                     if group in ("agent", "exploration") and "." not in name else None)
+        default = OmegaConf.select(reference, key, default=_ABSENT)
+        if default is _ABSENT:
+            if not (key.startswith("env.kwargs.") or parameter is not None):
+                raise ConfigError(_unknown_key(key, reference, choices))
+            continue
+        value = OmegaConf.select(cfg, key)
+        real = parameter is not None and "float" in str(parameter.annotation)
+        checked = _checked_value(key, value, default, real)
+        if checked is not value:
+            OmegaConf.update(cfg, key, checked, force_add=True)
 
 
 def resolve_device(device: str) -> torch.device:

@@ -1,6 +1,9 @@
 """Building environments from the `env` config group."""
 from __future__ import annotations
 
+import inspect
+import re
+
 import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
@@ -28,6 +31,12 @@ def make_env(env_cfg) -> gym.Env:
         env = gym.make(env_cfg.id, **kwargs)
     except gym.error.Error as err:
         raise ConfigError(f"env.id: gymnasium cannot make {env_cfg.id!r} ({err})") from err
+    except TypeError as err:
+        unknown = re.search(r"unexpected keyword argument '(\w+)'", str(err))
+        if unknown is None:
+            raise
+        raise ConfigError(f"env.kwargs.{unknown.group(1)}: {env_cfg.id} takes no such argument; it takes: "
+                          f"{', '.join(_env_parameters(env_cfg.id)) or '(none listed)'}") from None
     space = env.action_space
     if isinstance(space, gym.spaces.Box):
         bounded = np.all(np.isfinite(space.low)) and np.all(np.isfinite(space.high))
@@ -36,6 +45,17 @@ def make_env(env_cfg) -> gym.Env:
             env = RescaleAction(env, -unit, unit)
         env = ClipAction(env)
     return env
+
+
+def _env_parameters(env_id: str) -> list[str]:
+    """The keyword arguments an environment's constructor names (for the message of a wrong one)."""
+    entry_point = gym.spec(env_id).entry_point
+    try:
+        cls = gym.envs.registration.load_env_creator(entry_point) if isinstance(entry_point, str) else entry_point
+        parameters = inspect.signature(cls).parameters
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return []
+    return [name for name, p in parameters.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
 
 
 def make_vector_env(env_cfg, num_envs: int) -> SyncVectorEnv:

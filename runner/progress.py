@@ -35,7 +35,9 @@ class ProgressCSV:
     """Appends one row per iteration and flushes it to disk at once.
 
     The header is the fixed columns plus the keys of the first row; a key that appears later
-    widens the header (the file is rewritten once, atomically)."""
+    widens the header (the file is rewritten once, atomically). Every checkpoint carries the rows it
+    covers (`snapshot`, after `sync` has made them durable), so that a resume restores them whatever
+    happened to the file: truncated, a garbage or cut-off line, binary bytes, deleted."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -43,20 +45,47 @@ class ProgressCSV:
         self.rows: list[dict] = []
         self.file = None
 
-    def resume(self, last_iteration: int) -> None:
+    def snapshot(self) -> dict:
+        """The rows so far, for the checkpoint: {"columns": [...], "rows": [[cell, ...], ...]}."""
+        return {"columns": list(self.columns), "rows": [[row.get(c, "") for c in self.columns] for row in self.rows]}
+
+    def sync(self) -> None:
+        """fsync the rows written so far (before a checkpoint that covers them is written)."""
+        if self.file is not None:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+
+    def _rows_on_disk(self) -> tuple[list[str], list[dict]]:
+        """The header and the rows of the file that parse (a damaged line is skipped, not trusted)."""
+        try:
+            text = self.path.read_bytes().decode("utf-8", errors="replace")
+        except FileNotFoundError:
+            return [], []
+        lines = text.splitlines(keepends=True)
+        if lines and not lines[-1].endswith("\n"):
+            lines = lines[:-1]  # a row cut short by a crash
+        reader = csv.reader(lines)
+        columns = next(reader, [])
+        rows = []
+        for cells in reader:
+            if len(cells) == len(columns) and cells[0].isdigit():
+                rows.append(dict(zip(columns, cells)))
+        return columns, rows
+
+    def resume(self, last_iteration: int, saved: dict | None = None) -> None:
         """Keep the rows of iterations <= last_iteration (those covered by the checkpoint) and
-        drop the rest, including a row cut short by a crash."""
-        rows: list[dict] = []
-        if self.path.exists():
-            with open(self.path, newline="") as f:
-                reader = csv.DictReader(f)
-                self.columns = list(reader.fieldnames or [])
-                for row in reader:
-                    if None in row.values() or None in row:  # truncated line
-                        break
-                    if int(row["iteration"]) <= last_iteration:
-                        rows.append(row)
-        self.rows = rows
+        drop the rest, including a row cut short by a crash. With `saved` (the checkpoint's
+        snapshot) those rows are the checkpoint's: a file that disagrees is restored, and logged."""
+        columns, rows = self._rows_on_disk()
+        rows = [row for row in rows if int(row["iteration"]) <= last_iteration]
+        if saved is not None:
+            kept = [dict(zip(saved["columns"], cells)) for cells in saved["rows"]]
+            if (columns, rows) != (saved["columns"], kept):
+                intact = sum(a == b for a, b in zip(rows, kept))
+                log.warning("%s was damaged or incomplete (%d of its %d rows up to iteration %d intact): "
+                            "restored them from the checkpoint", self.path, intact, len(kept), last_iteration)
+            columns, rows = list(saved["columns"]), kept
+        self.columns, self.rows = columns, rows
         self._rewrite()
 
     def start_fresh(self) -> None:
@@ -73,9 +102,11 @@ class ProgressCSV:
             self.columns += [k for k in row if k not in self.columns]
             self._rewrite()
         self.rows.append(formatted)
-        writer = csv.DictWriter(self.file, self.columns, restval="")
-        writer.writerow(formatted)
-        self.file.flush()  # a killed process loses nothing already written
+        try:
+            csv.DictWriter(self.file, self.columns, restval="").writerow(formatted)
+            self.file.flush()  # a killed process loses nothing already written
+        except OSError as err:  # a full disk: name the file (the checkpoint keeps the rows it covers)
+            raise OSError(err.errno, err.strerror, str(self.path)) from err
 
     def _rewrite(self) -> None:
         if self.file is not None:

@@ -1,18 +1,25 @@
 """A run directory's files: everything that writes or reads them goes through this module.
 
     <run_dir>/
-      .hydra/              config.yaml, hydra.yaml, overrides.yaml (Hydra rewrites them at every
-                           launch; the checkpoint keeps the run's own: hydra_files / restore_hydra_files)
+      .hydra/              config.yaml, hydra.yaml, overrides.yaml (train() writes them when it
+                           accepts a launch: write_hydra_files; hydra_files reads them)
       running.json         the liveness marker: pid, host and start time of the training process
-                           (mark_running / read_marker / marker_alive / clear_marker)
-      progress.csv         one row per iteration (runner.progress writes it; read_progress)
+                           (mark_running / read_marker / marker_alive / clear_marker); the run
+                           directory itself is also flock'ed while a process trains in it
+                           (acquire_run_lock / release_run_lock)
+      progress.csv         one row per iteration (runner.progress writes it; read_progress,
+                           progress_problem)
       manifest.json        launch records (runner.manifest)
       error.txt            why the run stopped: a NaN/inf, a crash, an invalid configuration
                            (write_error / read_error / clear_error)
       checkpoints/
-        last.pt            all run state (save_checkpoint / load_checkpoint), written atomically
+        last.pt            all run state (save_checkpoint / load_checkpoint), written atomically;
+                           it also holds its last.json record (to rebuild a lost last.json)
+        prev.pt            the generation before last.pt (load_checkpoint falls back to it when
+                           last.pt is missing or damaged)
         last.json          {"iteration", "env_steps", "total_iterations", "finished"} of last.pt
-        side/<key>/<id>/   the rows of each replay buffer / pool in the state (see below)
+                           (read_checkpoint_meta)
+        side/<key>/<id>/   the rows of each replay buffer / pool in both generations (see below)
 
 Side files. A RingBuffer's state_dict holds a RingRows handle on its rows rather than a copy.
 save_checkpoint finds every RingRows in the state tree (nested dicts, lists, tuples); its key is
@@ -22,32 +29,50 @@ instead of the rows. Rows are log-structured: row k (the 0-based count of all ro
 lives in chunk file `k // chunk_rows` (`%010d.bin`, raw bytes; `header.json`, written once, says
 the row shape, dtype and chunk_rows), at byte (k % chunk_rows) * row_bytes. Only the newest
 `capacity` rows are written (a ring that wrapped several times between two checkpoints costs one
-capacity), and once a new last.pt is in place, chunk files whose rows are all older than
-`added - capacity` are deleted.
+capacity), and once a new last.pt is in place, chunk files that neither generation needs are
+deleted (for a directory both name: rows outside [smaller window start, larger `added`)).
 
-Crash safety (a kill -9 at any moment gives, on load, exactly the state of the last last.pt that
-was renamed into place): rows are only ever written at or after the `added` of the last.pt in
-place, so the rows it needs are never touched; all of them are fsync'ed before the new last.pt is
-renamed over the old one; a loader reads only the rows its last.pt names, so rows a killed process
-appended beyond them are ignored (and the next append overwrites them). Which rows already on
-disk may be kept is decided by the rows' history (algos.common.buffers: which buffer added each
-row), compared with the descriptors of the last.pt in place (read from it on the first save in a
-process, cached while last.pt stays the file this process wrote or read): a resumed run appends
-where it left off; a buffer whose rows differ from those on disk (a fresh run in an old directory,
-an older checkpoint loaded) gets a new `<id>` directory, and the old one is deleted once the new
-last.pt is in place.
+Two generations. Each save renames the last.pt in place to prev.pt, then the new file to last.pt
+(one directory fsync after both), so prev.pt is the save before. Only a last.pt this process
+knows to be good is rotated: one it wrote or loaded, or, on the first save in a process, one it
+read (torch.load) whose side files hold every row it names (file sizes). A damaged or missing
+last.pt is simply replaced, and prev.pt stays. The generation that becomes prev.pt (the good
+last.pt, else a good prev.pt) is the "base" of the save: append decisions are made against it.
 
-The readers (find_runs, read_progress, run_status, ...) serve `python -m runner.status` and
+Crash safety (a kill -9 at any moment leaves at least one whole, loadable generation: the last
+last.pt renamed into place, or, killed between the two renames, the same file as prev.pt): rows
+are only ever written at or after the base's `added`, so the rows the base needs are never
+touched; all of them are fsync'ed before the new last.pt is renamed into place; a loader reads
+only the rows its generation names, so rows a killed process appended beyond them are ignored
+(and the next append overwrites them). Which rows already on disk may be kept is decided by the
+rows' history (algos.common.buffers: which buffer added each row), compared with the base's
+descriptors (cached per generation file while it stays the file this process wrote or read): a
+resumed run appends where it left off; a buffer whose rows differ from those on disk (a fresh run
+in an old directory, an older checkpoint loaded) gets a new `<id>` directory, and the old one is
+deleted once neither generation names it. A save that fails (a full disk: OSError ENOSPC) removes
+its temp file and leaves the generations in place.
+
+Damage. load_checkpoint loads last.pt, or, when it is missing, truncated, garbage or lacks side
+rows, warns (logger "explorebench", naming the file and why) and loads prev.pt; with neither it
+raises CheckpointError (relaunch with resume=false to start over); last_loaded_path tells which
+one it loaded. A missing or garbage last.json is rebuilt from the generation's own record
+(read_checkpoint_meta; load_checkpoint rewrites it). discard_checkpoints removes every generation
+(a fresh run never falls back to another run's).
+
+The readers (find_runs, holds_run, read_progress, run_status, ...) serve `python -m runner.status` and
 `python -m runner.report`; they tolerate files being written (a partial last progress line, a
-marker removed while read).
+marker removed while read) and damaged ones (unparsable progress lines are skipped and reported
+by progress_problem; run_status says "damaged").
 """
 from __future__ import annotations
 
 import copy
 import csv
+import errno
+import fcntl
 import hashlib
-import io
 import json
+import logging
 import math
 import os
 import platform
@@ -71,15 +96,19 @@ PROGRESS_NAME = "progress.csv"
 HYDRA_DIR = ".hydra"
 CHECKPOINT_DIR = "checkpoints"
 CHECKPOINT_NAME = "last.pt"
+PREV_CHECKPOINT_NAME = "prev.pt"  # the generation before last.pt
 META_NAME = "last.json"
 SIDE_DIR = "side"
 CHUNK_ROWS = 65536  # rows per side chunk file (new side directories; an existing one keeps its own)
-STATES = ("finished", "running", "failed", "interrupted", "not started")
+STATES = ("finished", "running", "failed", "interrupted", "damaged", "not started")
 # Directories below a sweep that are never runs nor contain runs.
 _SKIP_DIRS = {HYDRA_DIR, ".submitit", CHECKPOINT_DIR, "wandb", "__pycache__"}
 _DESCRIPTOR = "__ring_rows__"  # the key that marks a side-file descriptor in last.pt
+_META_KEY = "__checkpoint_meta__"  # where a generation keeps its last.json record
 _HEADER = "header.json"
 _CHUNK = re.compile(r"^(\d{10})\.bin$")
+
+log = logging.getLogger("explorebench")
 
 
 # -- files written atomically --------------------------------------------------------------------
@@ -92,33 +121,59 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _atomic_write(path: Path, write) -> None:
+def _remove_quietly(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except OSError:  # already gone (or cannot be removed: nothing more to do about it)
+        pass
+
+
+def _atomic_write(path: Path, write, before_rename=None) -> None:
     """write(f) into a temp file, fsync it, rename it over `path`, fsync the directory: a crash at
-    any moment leaves either the old or the new file whole."""
+    any moment leaves either the old or the new file whole. before_rename() runs just before the
+    rename (save_checkpoint moves last.pt to prev.pt there). When anything fails (a full disk, an
+    unwritable directory) the temp file is removed and the OSError raised again with its errno,
+    naming `path`; the old file is left as it was."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        if before_rename is not None:
+            before_rename()
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException as err:
+        _remove_quietly(tmp)  # a symlink (e.g. to /dev/full) is removed, not what it points to
+        if isinstance(err, OSError) and err.errno is not None and err.filename != os.fspath(path):
+            raise OSError(err.errno, err.strerror or os.strerror(err.errno), os.fspath(path)) from err
+        raise
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
     _atomic_write(path, lambda f: f.write(text.encode()))
 
 
-# -- liveness marker -----------------------------------------------------------------------------
+# -- liveness marker and run lock ----------------------------------------------------------------
 
-def _process_start_ticks(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot (Linux /proc), which tells a live
-    process from a later one that reused its pid; None where /proc is not available."""
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    """(state letter, start time in clock ticks since boot) of a process from Linux /proc; None
+    where /proc is not available or the process is gone. The start time tells a live process
+    from a later one that reused its pid; the state tells a zombie (Z) or dead (X) one."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        # The command name (field 2) may hold spaces, so split after its ')': state is field 3,
+        # starttime field 22.
+        fields = stat.rsplit(")", 1)[1].split()
+        return fields[0], int(fields[19])
+    except (OSError, IndexError, ValueError):
         return None
-    # Field 22 (starttime); the command name (field 2) may hold spaces, so split after its ')'.
-    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def _process_start_ticks(pid: int) -> int | None:
+    stat = _proc_stat(pid)
+    return None if stat is None else stat[1]
 
 
 def mark_running(run_dir: Path) -> Path:
@@ -137,27 +192,76 @@ def clear_marker(run_dir: Path) -> None:
 
 
 def read_marker(run_dir: Path) -> dict | None:
+    """The marker, or None when there is none or it is not one (removed or half-written right
+    now, or damaged: not JSON, binary, no integer pid)."""
     try:
-        marker = json.loads((Path(run_dir) / RUNNING_MARKER).read_text())
-    except (OSError, json.JSONDecodeError):  # absent, or removed/half-written right now
+        marker = json.loads((Path(run_dir) / RUNNING_MARKER).read_bytes())
+    except (OSError, ValueError):  # ValueError: not JSON, or not UTF-8
         return None
-    return marker if isinstance(marker, dict) and {"pid", "hostname"} <= set(marker) else None
+    if not (isinstance(marker, dict) and {"pid", "hostname"} <= set(marker)):
+        return None
+    pid = marker["pid"]
+    return marker if isinstance(pid, int) and not isinstance(pid, bool) else None
 
 
 def marker_alive(marker: dict) -> bool | None:
-    """True if the marker's process still runs, False if it is gone, None if it ran on another
-    host (cannot be checked from here)."""
+    """True if the marker's process still runs, False if it is gone (or a zombie: exited, not yet
+    reaped), None if it ran on another host (cannot be checked from here)."""
     if marker.get("hostname") != platform.node():
         return None
     pid = int(marker["pid"])
+    if pid <= 0:  # os.kill would signal a process group: not a process the marker can name
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # exists, owned by another user
         pass
+    stat = _proc_stat(pid)
+    if stat is None:  # no /proc here (or it just went): the kill above is all there is to go by
+        return True
+    state, start = stat
+    if state in ("Z", "X"):
+        return False
     recorded = marker.get("process_start")
-    return recorded is None or _process_start_ticks(pid) in (None, recorded)
+    return recorded is None or start == recorded
+
+
+# The run directories this process holds the lock of: {resolved path: the locked fd}.
+_locks: dict[str, int] = {}
+
+
+def acquire_run_lock(run_dir: Path) -> bool:
+    """Take an exclusive flock on the run directory itself, held until release_run_lock or the
+    process ends (the kernel drops it then, however the process died). False when another
+    process holds it; True when this one does (again, if it already did). Unlike reading
+    running.json and then writing it, taking the lock is one step: two processes on one host can
+    never both pass. On a filesystem without flock it warns and returns True (the marker check
+    is all there is)."""
+    key = str(Path(run_dir).resolve())
+    if key in _locks:
+        return True
+    fd = os.open(key, os.O_RDONLY | os.O_DIRECTORY)  # Python's fds are close-on-exec
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return False
+    except OSError as err:
+        os.close(fd)
+        if err.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL):
+            raise
+        log.warning("cannot lock %s (%s); relying on running.json alone", key, err)
+        return True
+    _locks[key] = fd
+    return True
+
+
+def release_run_lock(run_dir: Path) -> None:
+    fd = _locks.pop(str(Path(run_dir).resolve()), None)
+    if fd is not None:
+        os.close(fd)  # closing the only fd on it releases the flock
 
 
 # -- error.txt -----------------------------------------------------------------------------------
@@ -177,7 +281,7 @@ def read_error(run_dir: Path) -> str | None:
     """error.txt's message as status shows it: its first line, or for a Python traceback (whose
     first line says nothing) its last line, the exception; None without error.txt."""
     try:
-        text = (Path(run_dir) / ERROR_NAME).read_text()
+        text = (Path(run_dir) / ERROR_NAME).read_text(errors="replace")
     except FileNotFoundError:
         return None
     lines = [line for line in text.splitlines() if line.strip()]
@@ -194,10 +298,22 @@ def hydra_files(run_dir: Path) -> dict[str, str]:
     return {p.name: p.read_text() for p in sorted(hydra_dir.glob("*.yaml"))} if hydra_dir.exists() else {}
 
 
-def restore_hydra_files(run_dir: Path, files: dict[str, str]) -> None:
-    """Hydra rewrites .hydra/ at every launch; put back the files of the run the directory holds."""
+def write_hydra_files(run_dir: Path, files: dict[str, str]) -> None:
+    """Write .hydra/<name> for each {name: text} (each atomically). Hydra itself writes no .hydra/
+    (conf/config.yaml: hydra.output_subdir null): train() writes them once it accepts a launch."""
+    hydra_dir = Path(run_dir) / HYDRA_DIR
+    if files:
+        hydra_dir.mkdir(parents=True, exist_ok=True)
     for name, text in files.items():
-        (Path(run_dir) / HYDRA_DIR / name).write_text(text)
+        _atomic_write_text(hydra_dir / name, text)
+
+
+def holds_run(run_dir: Path) -> bool:
+    """Whether the directory holds a run's files: progress.csv, or any checkpoint file (last.pt,
+    prev.pt, last.json), whole or damaged. (.hydra/ alone does not: a refused launch writes it.)"""
+    ckpt_dir = Path(run_dir) / CHECKPOINT_DIR
+    return any(os.path.lexists(p) for p in (Path(run_dir) / PROGRESS_NAME, ckpt_dir / CHECKPOINT_NAME,
+                                             ckpt_dir / PREV_CHECKPOINT_NAME, ckpt_dir / META_NAME))
 
 
 # -- global RNG state ----------------------------------------------------------------------------
@@ -218,30 +334,49 @@ def set_global_rng_state(state: dict) -> None:
 
 # -- checkpoints ---------------------------------------------------------------------------------
 
+class CheckpointError(RuntimeError):
+    """No generation of a run's checkpoint loads (each missing or damaged)."""
+
+
 def checkpoint_path(run_dir: Path) -> Path:
     return Path(run_dir) / CHECKPOINT_DIR / CHECKPOINT_NAME
 
 
+def prev_checkpoint_path(run_dir: Path) -> Path:
+    return Path(run_dir) / CHECKPOINT_DIR / PREV_CHECKPOINT_NAME
+
+
 def save_checkpoint(run_dir: Path, state: dict, meta: dict | None) -> Path:
-    """Write `state` to checkpoints/last.pt, then `meta` to checkpoints/last.json (both atomic;
-    meta=None leaves last.json as it is). The rows of every RingRows in `state` go to side files,
-    only those added since the previous checkpoint (module docstring). `state` is not modified.
-    A kill at any moment leaves the previous checkpoint or this one, whole."""
+    """Write `state` to checkpoints/last.pt, the last.pt in place becoming prev.pt when it is
+    good (module docstring: two generations), then `meta` to checkpoints/last.json (both atomic;
+    meta=None leaves last.json as it is). last.pt keeps `meta` too, to rebuild a lost last.json.
+    The rows of every RingRows in `state` go to side files, only those added since the base
+    generation (module docstring). `state` is not modified. A kill at any moment leaves at least
+    one whole generation; a failure (OSError, e.g. ENOSPC) leaves the generations as they were."""
     path = checkpoint_path(run_dir)
+    prev_path = prev_checkpoint_path(run_dir)
     ckpt_dir = path.parent
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    previous = _durable_descriptors(path)
+    last_good = _good_descriptors(path)
+    base = last_good if last_good is not None else _good_descriptors(prev_path)
     descriptors: dict[str, dict] = {}
 
     def externalise(key: str, rows: RingRows) -> dict:
         key = _unique(key, descriptors)
-        descriptors[key] = _append_rows(ckpt_dir, key, rows, previous.get(key))
+        descriptors[key] = _append_rows(ckpt_dir, key, rows, (base or {}).get(key))
         return descriptors[key]
 
     stored = _map_tree(state, (), lambda node: isinstance(node, RingRows), externalise)
-    _atomic_write(path, lambda f: torch.save(stored, f))
+    if meta is not None:
+        stored = {**stored, _META_KEY: meta}
+
+    def rotate() -> None:  # the good last.pt becomes prev.pt (its cache entry with it)
+        os.replace(path, prev_path)
+        _known[_cache_key(prev_path)] = _known.pop(_cache_key(path))
+
+    _atomic_write(path, lambda f: torch.save(stored, f), rotate if last_good is not None else None)
     _remember(path, descriptors)
-    _prune_side(ckpt_dir, descriptors)
+    _prune_side(ckpt_dir, [descriptors, base or {}])  # the base is now prev.pt
     if meta is not None:
         _atomic_write_text(ckpt_dir / META_NAME, json.dumps(meta))
     return path
@@ -249,38 +384,150 @@ def save_checkpoint(run_dir: Path, state: dict, meta: dict | None) -> Path:
 
 def load_checkpoint(run_dir: Path) -> dict | None:
     """The state last saved by save_checkpoint (its side-file rows read back into stored
-    RingRows, which RingBuffer.load_state_dict takes), or None without a checkpoint."""
-    path = checkpoint_path(run_dir)
-    try:
-        f = open(path, "rb")
-    except FileNotFoundError:
+    RingRows, which RingBuffer.load_state_dict takes), or None without a checkpoint.
+
+    When last.pt is missing, truncated, garbage or lacks side rows, a warning (logger
+    "explorebench") names it and why, and prev.pt is loaded instead; when no generation loads,
+    CheckpointError names the files and what is wrong with each. last_loaded_path(run_dir) then
+    says which file was loaded. last.json is rewritten (atomically) when it does not hold the
+    loaded generation's record (missing, garbage, left behind by a kill, or after a fallback)."""
+    run_dir = Path(run_dir)
+    candidates = [checkpoint_path(run_dir), prev_checkpoint_path(run_dir)]
+    _loaded.pop(_run_key(run_dir), None)
+    if not any(os.path.lexists(p) for p in candidates):
         return None
-    with f:
+    damaged: list[tuple[Path, str]] = []
+    for path in candidates:
+        if not os.path.lexists(path):
+            damaged.append((path, "missing"))
+            continue
+        try:
+            state, signature, descriptors, meta = _load_generation(path)
+        except Exception as err:  # torch.load raises many kinds on a damaged file (EOFError,
+            # UnpicklingError, RuntimeError from the zip reader, ...); the side-file reader RuntimeError
+            damaged.append((path, f"{type(err).__name__}: {err}"))
+            _known.pop(_cache_key(path), None)  # (its side files may be what is damaged)
+            continue
+        for bad, why in damaged:
+            log.warning("checkpoint %s is %s; loading the previous generation %s instead", bad,
+                        why if why == "missing" else f"damaged ({why})", path)
+        _known[_cache_key(path)] = (signature, descriptors)
+        _loaded[_run_key(run_dir)] = path
+        if isinstance(meta, dict) and _read_meta_file(path.parent) != meta:
+            try:
+                _atomic_write_text(path.parent / META_NAME, json.dumps(meta))
+            except (OSError, TypeError, ValueError) as err:  # the state loaded: that is what matters
+                log.warning("could not rewrite %s: %s", path.parent / META_NAME, err)
+        return state
+    raise CheckpointError(
+        f"no checkpoint of the run in {run_dir} loads: "
+        + "; ".join(f"{p}: {why}" for p, why in damaged)
+        + ". Relaunch with resume=false to start over (the run's checkpoints are then discarded)")
+
+
+def last_loaded_path(run_dir: Path) -> Path | None:
+    """The file the latest load_checkpoint(run_dir) in this process loaded: checkpoints/last.pt,
+    or prev.pt when it fell back; None before any load, or when that load found no checkpoint or
+    raised."""
+    return _loaded.get(_run_key(run_dir))
+
+
+def read_checkpoint_meta(run_dir: Path) -> dict | None:
+    """checkpoints/last.json; when it is missing or garbage, the record kept inside the newest
+    generation that loads (last.pt, else prev.pt; read without its rows); None without either."""
+    ckpt_dir = Path(run_dir) / CHECKPOINT_DIR
+    meta = _read_meta_file(ckpt_dir)
+    if meta is not None:
+        return meta
+    for path in (checkpoint_path(run_dir), prev_checkpoint_path(run_dir)):
+        if not path.exists():
+            continue
+        try:
+            _, _, meta = _inspect_generation(path)
+        except Exception:  # damaged: the next generation, as load_checkpoint does
+            continue
+        return meta if isinstance(meta, dict) else None  # None: saved without a record
+    return None
+
+
+def discard_checkpoints(run_dir: Path) -> None:
+    """Remove last.pt, prev.pt, last.json and side/ (and their temp files): a run that starts
+    fresh must never fall back to another run's generation."""
+    ckpt_dir = Path(run_dir) / CHECKPOINT_DIR
+    for name in (CHECKPOINT_NAME, PREV_CHECKPOINT_NAME, META_NAME):
+        for path in (ckpt_dir / name, ckpt_dir / f"{name}.tmp"):
+            _known.pop(_cache_key(path), None)
+            if os.path.lexists(path):
+                path.unlink()
+    shutil.rmtree(ckpt_dir / SIDE_DIR, ignore_errors=True)
+    _loaded.pop(_run_key(run_dir), None)
+    if ckpt_dir.is_dir():
+        _fsync_dir(ckpt_dir)
+
+
+def _read_meta_file(ckpt_dir: Path) -> dict | None:
+    try:
+        meta = json.loads((ckpt_dir / META_NAME).read_bytes())
+    except (OSError, ValueError):  # ValueError: not JSON, or not UTF-8
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+def _load_generation(path: Path) -> tuple[dict, tuple, dict[str, dict], dict | None]:
+    """(state, stat signature, side-file descriptors by key, last.json record) of one generation
+    file, its rows read; raises when it is damaged."""
+    with open(path, "rb") as f:
         signature = _signature(os.fstat(f.fileno()))
-        state = torch.load(f, map_location="cpu", weights_only=False)
+        stored = torch.load(f, map_location="cpu", weights_only=False)
+    if not isinstance(stored, dict):
+        raise ValueError(f"it holds a {type(stored).__name__}, not a checkpoint")
+    meta = stored.pop(_META_KEY, None)
     descriptors: dict[str, dict] = {}
 
     def internalise(key: str, descriptor: dict) -> RingRows:
         descriptors[descriptor["key"]] = descriptor
         return _read_rows(path.parent, descriptor)
 
-    state = _map_tree(state, (), _is_descriptor, internalise)
-    _known[str(path.resolve())] = (signature, descriptors)
-    return state
+    return _map_tree(stored, (), _is_descriptor, internalise), signature, descriptors, meta
 
 
-def read_checkpoint_meta(run_dir: Path) -> dict | None:
-    try:
-        return json.loads((Path(run_dir) / CHECKPOINT_DIR / META_NAME).read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
+def _inspect_generation(path: Path) -> tuple[tuple, dict[str, dict], dict | None]:
+    """(stat signature, descriptors by key, last.json record) of one generation file without
+    reading its rows (torch.load with mmap; the side files' sizes checked); raises when damaged."""
+    signature = _signature(path.stat())
+    stored = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    if not isinstance(stored, dict):
+        raise ValueError(f"it holds a {type(stored).__name__}, not a checkpoint")
+    descriptors: dict[str, dict] = {}
+
+    def collect(key: str, descriptor: dict) -> dict:
+        descriptors[descriptor["key"]] = descriptor
+        return descriptor
+
+    _map_tree(stored, (), _is_descriptor, collect)
+    for descriptor in descriptors.values():
+        lack = _missing_rows(path.parent, descriptor)
+        if lack is not None:
+            raise RuntimeError(lack)
+    return signature, descriptors, stored.get(_META_KEY)
 
 
 # -- side files ----------------------------------------------------------------------------------
 
-# For each last.pt this process wrote or read: (its stat signature, its descriptors by key). A
-# last.pt with another signature (another process wrote it) is read again.
+# For each generation file this process wrote or read and found good: (its stat signature, its
+# descriptors by key). A file with another signature (replaced, or another process wrote it) is
+# read again. Keys: _cache_key (a generation file), _run_key (run directory, for _loaded).
 _known: dict[str, tuple[tuple, dict[str, dict]]] = {}
+# For each run directory: the generation file its latest load_checkpoint loaded.
+_loaded: dict[str, Path] = {}
+
+
+def _cache_key(path: Path) -> str:
+    return os.path.join(os.path.realpath(Path(path).parent), Path(path).name)
+
+
+def _run_key(run_dir: Path) -> str:
+    return os.path.realpath(run_dir)
 
 
 def _signature(st: os.stat_result) -> tuple:
@@ -333,32 +580,29 @@ def _key_dirname(key: str) -> str:
     return name
 
 
-def _durable_descriptors(path: Path) -> dict[str, dict]:
-    """The side-file descriptors of the last.pt in place (none without one)."""
+def _good_descriptors(path: Path) -> dict[str, dict] | None:
+    """The side-file descriptors of the generation file `path` if it is good (this process wrote
+    or loaded it, or it reads now and its side files hold its rows), else None (missing or
+    damaged)."""
+    key = _cache_key(path)
     try:
         signature = _signature(path.stat())
-    except FileNotFoundError:
-        return {}
-    known = _known.get(str(path.resolve()))
+    except OSError:
+        return None
+    known = _known.get(key)
     if known is not None and known[0] == signature:
         return known[1]
-    descriptors: dict[str, dict] = {}
+    _known.pop(key, None)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    except Exception:  # unreadable: nothing on disk is kept (the new checkpoint rewrites its rows)
-        return {}
-
-    def collect(key, descriptor):
-        descriptors[descriptor["key"]] = descriptor
-        return descriptor
-
-    _map_tree(state, (), _is_descriptor, collect)
-    _known[str(path.resolve())] = (signature, descriptors)
+        signature, descriptors, _ = _inspect_generation(path)
+    except Exception:  # damaged: the save does not rotate it, nor keep any rows for it
+        return None
+    _known[key] = (signature, descriptors)
     return descriptors
 
 
 def _remember(path: Path, descriptors: dict[str, dict]) -> None:
-    _known[str(path.resolve())] = (_signature(path.stat()), descriptors)
+    _known[_cache_key(path)] = (_signature(path.stat()), descriptors)
 
 
 def _row_bytes(shape: tuple, dtype: np.dtype) -> int:
@@ -406,6 +650,7 @@ def _write_rows(directory: Path, rows: RingRows, start: int, stop: int, chunk_ro
         return
     fds: dict[int, int] = {}
     created = False
+    name = directory
     try:
         for k, piece in rows.pieces(start, stop):
             flat = memoryview(np.ascontiguousarray(piece).reshape(-1).view(np.uint8))
@@ -413,14 +658,19 @@ def _write_rows(directory: Path, rows: RingRows, start: int, stop: int, chunk_ro
             while done < len(piece):
                 chunk, offset = divmod(k + done, chunk_rows)
                 n = min(len(piece) - done, chunk_rows - offset)
+                name = directory / f"{chunk:010d}.bin"
                 if chunk not in fds:
-                    name = directory / f"{chunk:010d}.bin"
                     created = created or not name.exists()
                     fds[chunk] = os.open(name, os.O_WRONLY | os.O_CREAT, 0o644)
                 _pwrite_all(fds[chunk], flat[done * row_bytes:(done + n) * row_bytes], offset * row_bytes)
                 done += n
-        for fd in fds.values():
+        for chunk, fd in fds.items():
+            name = directory / f"{chunk:010d}.bin"
             os.fsync(fd)
+    except OSError as err:  # a full disk: name the file (the rows past the base's are ignored)
+        if err.errno is None or err.filename is not None:
+            raise
+        raise OSError(err.errno, err.strerror or os.strerror(err.errno), os.fspath(name)) from err
     finally:
         for fd in fds.values():
             os.close(fd)
@@ -460,33 +710,63 @@ def _read_rows(ckpt_dir: Path, descriptor: dict) -> RingRows:
     return RingRows.stored(slots, added, capacity, descriptor["history"])
 
 
-def _prune_side(ckpt_dir: Path, descriptors: dict[str, dict]) -> None:
-    """With the new last.pt in place: delete what it does not need, i.e. the side directories it
-    does not name, chunk files entirely older than its window, and rows past its `added`."""
+def _missing_rows(ckpt_dir: Path, descriptor: dict) -> str | None:
+    """What rows of a descriptor its side files lack (judged by the files' sizes), or None."""
+    added, capacity = int(descriptor["added"]), int(descriptor["capacity"])
+    chunk_rows = int(descriptor["chunk_rows"])
+    row_bytes = _row_bytes(tuple(descriptor["shape"]), np.dtype(descriptor["dtype"]))
+    directory = ckpt_dir / SIDE_DIR / descriptor["dir"]
+    k = added - min(added, capacity)
+    while row_bytes and k < added:
+        chunk, offset = divmod(k, chunk_rows)
+        n = min(added - k, chunk_rows - offset)
+        name = directory / f"{chunk:010d}.bin"
+        try:
+            size = name.stat().st_size
+        except OSError:
+            size = -1
+        if size < (offset + n) * row_bytes:
+            return (f"checkpoint side file {name} lacks rows {k}..{k + n - 1} of {descriptor['key']} "
+                    "(the side files were changed or removed)")
+        k += n
+    return None
+
+
+def _prune_side(ckpt_dir: Path, generations: list[dict[str, dict]]) -> None:
+    """With the new last.pt in place: delete what neither generation (the descriptors of each)
+    needs, i.e. the side directories neither names, and in a directory the chunk files entirely
+    outside [the smallest window start, the largest `added`) of the generations naming it, and
+    rows past that `added`."""
     side = ckpt_dir / SIDE_DIR
     if not side.is_dir():
         return
-    wanted = {d["dir"]: d for d in descriptors.values()}
+    wanted: dict[str, list[dict]] = {}
+    for descriptors in generations:
+        for d in descriptors.values():
+            wanted.setdefault(d["dir"], []).append(d)
     for key_dir in side.iterdir():
         if not key_dir.is_dir():
             key_dir.unlink(missing_ok=True)
             continue
         for directory in key_dir.iterdir():
-            descriptor = wanted.get(f"{key_dir.name}/{directory.name}")
-            if descriptor is None:
+            named = wanted.get(f"{key_dir.name}/{directory.name}")
+            if named is None:
                 shutil.rmtree(directory, ignore_errors=True)
             else:
-                _prune_chunks(directory, descriptor)
+                _prune_chunks(directory, named)
         if not any(key_dir.iterdir()):
             key_dir.rmdir()
     if not any(side.iterdir()):
         side.rmdir()
 
 
-def _prune_chunks(directory: Path, descriptor: dict) -> None:
-    added, chunk_rows = int(descriptor["added"]), int(descriptor["chunk_rows"])
-    first = added - min(added, int(descriptor["capacity"]))
-    row_bytes = _row_bytes(tuple(descriptor["shape"]), np.dtype(descriptor["dtype"]))
+def _prune_chunks(directory: Path, descriptors: list[dict]) -> None:
+    """Keep rows [min window start, max added) of the descriptors naming this directory (one
+    directory has one header: the same chunk_rows and row size for all)."""
+    first = min(int(d["added"]) - min(int(d["added"]), int(d["capacity"])) for d in descriptors)
+    added = max(int(d["added"]) for d in descriptors)
+    chunk_rows = int(descriptors[0]["chunk_rows"])
+    row_bytes = _row_bytes(tuple(descriptors[0]["shape"]), np.dtype(descriptors[0]["dtype"]))
     for path in directory.iterdir():
         match = _CHUNK.match(path.name)
         if match is None:
@@ -529,31 +809,101 @@ def find_runs(roots) -> list[Path]:
     return sorted(set(runs))
 
 
+def _split_csv_line(line: str) -> list[str] | None:
+    try:
+        return next(csv.reader([line]), [])
+    except csv.Error:
+        return None
+
+
+@dataclass
+class _Progress:
+    exists: bool
+    rows: list[dict[str, float]]
+    bad_lines: list[tuple[int, str]]  # (1-based line number, what is wrong), parsed rows skipped
+    binary_tail: bool                 # an unterminated last line holding bytes no writer writes
+
+
+def _parse_progress(run_dir: Path) -> _Progress:
+    """progress.csv's complete lines parsed: every line that parses is a row (values as floats,
+    an empty cell NaN); a line that does not is noted and skipped. An unterminated last line is
+    a row being written (or cut by a kill): left out."""
+    try:
+        data = (Path(run_dir) / PROGRESS_NAME).read_bytes()
+    except FileNotFoundError:
+        return _Progress(False, [], [], False)
+    lines = data.decode("utf-8", errors="replace").split("\n")
+    partial = lines.pop()  # "" when the file ends with a newline
+    binary_tail = "\x00" in partial or "\ufffd" in partial
+    if not lines:
+        return _Progress(True, [], [], binary_tail)
+    header = _split_csv_line(lines[0].rstrip("\r"))
+    if not header or "iteration" not in header or "env_steps" not in header:
+        return _Progress(True, [], [(1, "is not the header (iteration,env_steps,...)")], binary_tail)
+    rows, bad = [], []
+    for number, line in enumerate(lines[1:], start=2):
+        fields = _split_csv_line(line.rstrip("\r"))
+        if fields is None or len(fields) != len(header):
+            bad.append((number, "is not CSV" if fields is None else
+                        f"has {len(fields)} fields, the header {len(header)}"))
+            continue
+        try:
+            rows.append({k: float(v) if v != "" else math.nan for k, v in zip(header, fields)})
+        except ValueError:
+            bad.append((number, "holds a value that is not a number"))
+    return _Progress(True, rows, bad, binary_tail)
+
+
 def read_progress(run_dir: Path) -> list[dict[str, float]]:
     """The complete rows of run_dir/progress.csv as floats (an empty cell is NaN). A run that is
-    being written, or was killed mid-write, may end with a partial line: it is left out."""
-    path = Path(run_dir) / PROGRESS_NAME
-    if not path.exists():
-        return []
-    text = path.read_text()
-    if text and not text.endswith("\n"):
-        text = text[:text.rfind("\n") + 1]
-    rows = []
-    for row in csv.DictReader(io.StringIO(text)):
-        if None in row or None in row.values():
-            break
-        rows.append({k: float(v) if v != "" else math.nan for k, v in row.items()})
-    return rows
+    being written, or was killed mid-write, may end with a partial line: it is left out. A line
+    that does not parse (damage: garbage, binary bytes, a wrong number of fields) is skipped, so
+    that readers see the rows that are there (progress_problem says what is wrong)."""
+    return _parse_progress(run_dir).rows
+
+
+def progress_problem(run_dir: Path) -> str | None:
+    """What is wrong with progress.csv, or None when it is healthy: a line that does not parse
+    (but an unterminated last line is one a live writer may be writing), iterations that are
+    not 1, 2, ..., n, fewer rows than the checkpoint's iteration, or no progress.csv beside a
+    checkpoint."""
+    return _progress_problem(_parse_progress(run_dir), read_checkpoint_meta(run_dir))
+
+
+def _progress_problem(progress: _Progress, meta: dict | None) -> str | None:
+    checkpointed = meta.get("iteration") if meta else None
+    checkpointed = checkpointed if isinstance(checkpointed, int) and not isinstance(checkpointed, bool) else None
+    if not progress.exists:
+        if checkpointed is None:
+            return None
+        return f"progress.csv is missing (the checkpoint is at iteration {checkpointed})"
+    if progress.bad_lines:
+        (number, why), more = progress.bad_lines[0], len(progress.bad_lines) - 1
+        return f"progress.csv line {number} {why}" + (f" (and {more} more lines do not parse)" if more else "")
+    if progress.binary_tail:
+        return "progress.csv ends with binary bytes (NUL or not UTF-8)"
+    for expected, row in enumerate(progress.rows, start=1):
+        if row["iteration"] != expected:
+            got = "an empty iteration" if math.isnan(row["iteration"]) else f"iteration {row['iteration']:g}"
+            return f"progress.csv row {expected} is {got}, not {expected} (iterations must be 1, 2, ...)"
+    if checkpointed is not None and len(progress.rows) < checkpointed:
+        return f"progress.csv has {len(progress.rows)} rows, but the checkpoint is at iteration {checkpointed}"
+    return None
 
 
 def read_run_config(run_dir: Path) -> dict | None:
-    """The resolved configuration Hydra saved for the run (.hydra/config.yaml), or None."""
+    """The resolved configuration Hydra saved for the run (.hydra/config.yaml), or None (also
+    when it is damaged)."""
     from omegaconf import OmegaConf
 
     path = Path(run_dir) / HYDRA_DIR / "config.yaml"
     if not path.exists():
         return None
-    return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    try:
+        config = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    except Exception:  # damaged (not YAML, binary): as without one (yaml and omegaconf raise many kinds)
+        return None
+    return config if isinstance(config, dict) else None
 
 
 def budget_env_steps(config: dict | None, meta: dict | None) -> int | None:
@@ -566,8 +916,11 @@ def budget_env_steps(config: dict | None, meta: dict | None) -> int | None:
         return int(config["total_env_steps"]) // per_iteration * per_iteration
     except (ConfigError, KeyError, TypeError, ValueError):  # no configuration, or one from before a change
         pass
-    if meta and meta.get("iteration"):
-        return meta["env_steps"] // meta["iteration"] * meta["total_iterations"]
+    try:
+        if meta and meta.get("iteration"):
+            return int(meta["env_steps"] // meta["iteration"] * meta["total_iterations"])
+    except (KeyError, TypeError, ValueError, ArithmeticError):  # a damaged record
+        pass
     return None
 
 
@@ -609,10 +962,11 @@ class RunStatus:
 def run_status(run_dir: Path) -> RunStatus:
     """The run's state (STATES; runner.status's docstring says when each holds) and numbers."""
     run_dir = Path(run_dir)
-    rows = read_progress(run_dir)
+    progress = _parse_progress(run_dir)
+    rows = progress.rows
     meta = read_checkpoint_meta(run_dir)
     total = budget_env_steps(read_run_config(run_dir), meta)
-    env_steps = int(rows[-1]["env_steps"]) if rows else 0
+    env_steps = int(rows[-1]["env_steps"]) if rows and math.isfinite(rows[-1]["env_steps"]) else 0
     returns = [r["return_ext_mean"] for r in rows if not math.isnan(r.get("return_ext_mean", math.nan))]
     last_return = returns[-1] if returns else math.nan
 
@@ -624,10 +978,14 @@ def run_status(run_dir: Path) -> RunStatus:
     if alive or alive is None:
         where = f"pid {marker['pid']} on {marker['hostname']}"
         return status("running", where if alive else f"{where} (another host: not checked from here)")
+    problem = _progress_problem(progress, meta)
     error = read_error(run_dir)
     if error is not None:
-        return status("failed", error)
-    finished = bool(meta and meta.get("finished")) and (total is None or meta["env_steps"] >= total)
+        return status("failed", error + (f" (and {problem})" if problem else ""))
+    if problem:
+        return status("damaged", problem + "; relaunch the same command to restore progress.csv from the checkpoint")
+    finished = (bool(meta and meta.get("finished")) and isinstance(meta.get("env_steps"), int)
+                and (total is None or meta["env_steps"] >= total))
     if finished:
         return status("finished")
     killed = f"killed (pid {marker['pid']} gone, marker left behind)" if marker else ""

@@ -6,15 +6,23 @@ One table row per run directory (a directory holding `.hydra/` or `progress.csv`
 env steps done / total, the last finite `return_ext_mean`, and why it stopped when it did not
 finish. The states:
 
-  running      `running.json` names a live process. train() writes this marker (pid, host, the
-               process's start time) when it starts and removes it when it returns or raises.
+  running      `running.json` names a live process (not a zombie). train() writes this marker
+               (pid, host, the process's start time) when it starts and removes it when it
+               returns or raises.
   failed       `error.txt` exists: a NaN/inf, a crash, or an invalid configuration; the
                message is its first line (for a traceback, its last line).
-  finished     `checkpoints/last.json` says finished and covers the configured budget.
+  finished     `checkpoints/last.json` (or, when it is lost or garbage, the record inside the
+               checkpoint) says finished and covers the configured budget.
   interrupted  progress was written but the run is neither finished nor alive. Either it was
                stopped by SIGTERM/Ctrl-C (it checkpointed and removed its marker: "stopped") or it
                was killed (SIGKILL, out of memory, machine lost: its marker is left behind, the
                process is gone: "killed"). Relaunching the same command resumes it either way.
+  damaged      not running, and progress.csv is damaged: a line does not parse (garbage,
+               binary bytes, a wrong number of fields; an unterminated last line is not counted),
+               its iterations are not 1, 2, ..., n, it has fewer rows than the checkpoint's
+               iteration, or it is missing beside a checkpoint. Such a run is never counted
+               finished; relaunching the same command restores progress.csv from the checkpoint.
+               (A failed run's message names such damage too.)
   not started  the directory exists (Hydra creates it when the job starts) but holds no
                progress.csv yet: killed before its first iteration.
 
@@ -36,7 +44,7 @@ from runner.run_dir import STATES, RunStatus, find_runs, run_status, sweep_size
 # -- command line ------------------------------------------------------------------------------
 
 _STYLE = {"finished": "green", "running": "cyan", "failed": "bold red", "interrupted": "yellow",
-          "not started": "dim"}
+          "damaged": "bold magenta", "not started": "dim"}
 
 
 def render(root: Path, statuses: list[RunStatus], console) -> None:

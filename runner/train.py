@@ -28,12 +28,13 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from algos.common.checks import ConfigError, NonFiniteError
+from algos.common.checks import ConfigError, NonFiniteError, require
 from algos.common.nets import action_kind, observation_kind
 from algos.exploration.base import IntrinsicRewardShaper
 from runner import run_dir as rd
 from runner.config import (
     agent_family,
+    check_overrides,
     config_differences,
     iteration_env_steps,
     refuse_renamed_keys,
@@ -53,6 +54,8 @@ log = logging.getLogger("explorebench")
 EXIT_FAILED, EXIT_CONFIG = 1, 2
 LOOPS = {"on_policy": OnPolicyLoop, "off_policy": OffPolicyLoop, "meta": MetaLoop}
 DEFAULT_EVAL_EVERY = {"on_policy": 0, "off_policy": 10, "meta": 0}  # eval_every: null
+# Keys a component's ConfigError may name as they are (not inside its own group).
+RUN_LEVEL_GROUPS = ("agent", "exploration", "env", "device", "seed")
 
 
 class GracefulStop:
@@ -109,60 +112,143 @@ def derive_seeds(seed: int, num_envs: int) -> dict:
             "loop": int(loop_ss.generate_state(1)[0])}
 
 
-def build(config, **kwargs):
-    """hydra.utils.instantiate, letting a constructor's ConfigError through unwrapped."""
+def build(config, group: str, **kwargs):
+    """hydra.utils.instantiate, letting a constructor's ConfigError through unwrapped, its key named in
+    full: a helper shared by agents and methods (e.g. algos.common.nets.mlp) names `activation`, which
+    becomes `agent.activation` or `exploration.activation` by the group it was built for."""
     try:
         return instantiate(config, **kwargs, _convert_="all")
     except InstantiationException as err:
         if isinstance(err.__cause__, ConfigError):
-            raise err.__cause__ from None
+            message = str(err.__cause__)
+            key = message.split(":", 1)[0]
+            if key.isidentifier() and key not in RUN_LEVEL_GROUPS:
+                message = f"{group}.{message}"
+            raise ConfigError(message) from None
         raise
 
 
 def build_exploration(expl_cfg: DictConfig, observation_space, action_space, seed: int, device):
     params = OmegaConf.to_container(expl_cfg, resolve=True)
-    shaper = IntrinsicRewardShaper(params.pop("coef", 0.0), params.pop("normalise", "none"))
-    method = build(params, observation_space=observation_space, action_space=action_space,
+    coef = params.pop("coef", 0.0)
+    require(isinstance(coef, (int, float)) and not isinstance(coef, bool) and coef >= 0, "exploration.coef",
+            f"must be a number >= 0 (the bonus is added to the reward), got {coef!r}")
+    shaper = IntrinsicRewardShaper(coef, params.pop("normalise", "none"))
+    method = build(params, "exploration", observation_space=observation_space, action_space=action_space,
                    seed=seed, device=device)
     return method, shaper
 
 
-def train(cfg: DictConfig, run_dir: Path, choices: dict, show_progress: bool | None = None) -> int:
+class Outcome(int):
+    """train()'s exit code, with why the run did not finish (None when it did), for a sweep's report."""
+
+    def __new__(cls, code: int, reason: str | None = None):
+        outcome = super().__new__(cls, code)
+        outcome.reason = reason
+        return outcome
+
+
+def _hydra_files(cfg: DictConfig) -> dict[str, str]:
+    """The .hydra/ files Hydra would write (conf/config.yaml sets hydra.output_subdir: null, so that a
+    refused launch does not rewrite them): train() writes them once it accepts the launch. None outside
+    a Hydra app (tests and scripts that call train() directly)."""
+    if not HydraConfig.initialized():
+        return {}
+    hydra_cfg = HydraConfig.get()
+    return {"config.yaml": OmegaConf.to_yaml(cfg),
+            "hydra.yaml": OmegaConf.to_yaml(OmegaConf.create({"hydra": hydra_cfg})),
+            "overrides.yaml": OmegaConf.to_yaml(list(hydra_cfg.overrides.task))}
+
+
+def train(cfg: DictConfig, run_dir: Path, choices: dict, show_progress: bool | None = None,
+          overrides=()) -> Outcome:
     """Run (or resume) one training run in `run_dir`; returns the process exit code.
+
+    A launch is refused (exit code 2) before any work while another process holds the directory, for
+    an invalid configuration (`overrides`, the command line's, are checked against the config they
+    override: runner.config.check_overrides), a damaged checkpoint with no intact generation, or a
+    checkpoint of another configuration. A refused launch writes nothing into a directory that holds
+    a run; into a new directory it writes error.txt (and .hydra/), so that runner.status shows why.
 
     While it runs, `run_dir/running.json` names this process, so that `python -m runner.status`
     can tell a running run from a killed one (whose marker stays behind, naming a process that
     is gone)."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    other = rd.read_marker(run_dir)
-    if other is not None and other["pid"] != os.getpid() and rd.marker_alive(other):
-        print(f"explorebench: {run_dir} is in use by process {other['pid']} on {other['hostname']}; "
-              "wait for it to finish or stop it first", file=sys.stderr)
-        return EXIT_CONFIG
-    rd.clear_error(run_dir)
-    rd.mark_running(run_dir)
     try:
-        return _train(cfg, run_dir, choices, show_progress)
-    except ConfigError as err:
-        message = f"invalid configuration: {err}"
-        rd.write_error(run_dir, message)
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        return _cannot_write(err, run_dir)
+    if not rd.acquire_run_lock(run_dir) or _alive_elsewhere(run_dir):
+        marker = rd.read_marker(run_dir)
+        holder = f"process {marker['pid']} on {marker['hostname']}" if marker else "another process"
+        reason = (f"{run_dir} is in use by {holder} (another run or sweep holds it); wait for it to "
+                  "finish or stop it first")
+        print(f"explorebench: {reason}", file=sys.stderr)
+        return Outcome(EXIT_CONFIG, reason)
+    holds_run = rd.holds_run(run_dir)
+    accepted = False
+
+    def accept(hydra_files: dict[str, str]) -> None:
+        """The launch passed every check: from here on the run directory is this launch's."""
+        nonlocal accepted
+        accepted = True
+        rd.clear_error(run_dir)
+        rd.mark_running(run_dir)
+        rd.write_hydra_files(run_dir, hydra_files)
+
+    try:
+        return _train(cfg, run_dir, choices, show_progress, overrides, accept)
+    except (ConfigError, rd.CheckpointError) as err:
+        message = f"invalid configuration: {err}" if isinstance(err, ConfigError) else str(err)
+        if accepted or not holds_run:  # never into an intact run that this launch did not take over
+            rd.write_error(run_dir, message)
+            if not accepted:
+                rd.write_hydra_files(run_dir, _hydra_files(cfg))
         print(f"explorebench: {message}", file=sys.stderr)
-        return EXIT_CONFIG
+        return Outcome(EXIT_CONFIG, message)
     except NonFiniteError as err:
         rd.write_error(run_dir, str(err))
         log.error("%s", err)
-        print(f"explorebench: run stopped: {err} (the last checkpoint is intact)", file=sys.stderr)
-        return EXIT_FAILED
+        kept = ("the last checkpoint is intact" if rd.checkpoint_path(run_dir).exists() else
+                "there is no checkpoint yet: a relaunch starts the run over")
+        print(f"explorebench: run stopped: {err} ({kept})", file=sys.stderr)
+        return Outcome(EXIT_FAILED, str(err))
+    except OSError as err:
+        return _cannot_write(err, run_dir)
     except Exception:
         rd.write_error(run_dir, traceback.format_exc())
         raise
     finally:
-        rd.clear_marker(run_dir)
+        if accepted:
+            rd.clear_marker(run_dir)
+        rd.release_run_lock(run_dir)
 
 
-def _train(cfg: DictConfig, run_dir: Path, choices: dict, show_progress: bool | None) -> int:
-    # -- validate and build (no training work yet) ----------------------------------------------
+def _alive_elsewhere(run_dir: Path) -> bool:
+    """A live marker of another process: one on another host (which the lock cannot see), or a
+    process that does not take the lock."""
+    other = rd.read_marker(run_dir)
+    return other is not None and other["pid"] != os.getpid() and rd.marker_alive(other) is not False
+
+
+def _cannot_write(err: OSError, run_dir: Path) -> Outcome:
+    """Disk full, a read-only or unwritable directory: say so, naming the path; the last checkpoint
+    stays as it was (run_dir writes every checkpoint file atomically)."""
+    path = err.filename or run_dir
+    message = f"cannot write {path}: {err.strerror or err} (the last checkpoint, if any, is intact)"
+    try:
+        rd.write_error(run_dir, message)
+    except OSError:
+        pass  # the disk that is full cannot take error.txt either: the message goes to stderr only
+    print(f"explorebench: {message}", file=sys.stderr)
+    return Outcome(EXIT_FAILED, message)
+
+
+def _train(cfg: DictConfig, run_dir: Path, choices: dict, show_progress: bool | None, overrides,
+           accept) -> int:
+    # -- validate and build (no training work yet, nothing written) -------------------------------
+    if overrides:
+        check_overrides(cfg, overrides, choices, HydraConfig.get().searchpath if HydraConfig.initialized() else ())
     validate_run_config(cfg)
     family = agent_family(cfg.agent)
     torch.set_num_threads(cfg.threads)
@@ -176,7 +262,7 @@ def _train(cfg: DictConfig, run_dir: Path, choices: dict, show_progress: bool | 
 
     vec_env = make_vector_env(cfg.env, num_envs)
     obs_space, act_space = vec_env.single_observation_space, vec_env.single_action_space
-    agent = build(cfg.agent, observation_space=obs_space, action_space=act_space,
+    agent = build(cfg.agent, "agent", observation_space=obs_space, action_space=act_space,
                   device=device, seed=seeds["agent"], num_iterations=n_iterations)
     exploration, shaper = build_exploration(cfg.exploration, obs_space, act_space,
                                             seeds["exploration"], device)
@@ -190,15 +276,19 @@ def _train(cfg: DictConfig, run_dir: Path, choices: dict, show_progress: bool | 
 
     # -- resume or start --------------------------------------------------------------------------
     state = rd.load_checkpoint(run_dir) if cfg.resume else None
-    hydra_files = rd.hydra_files(run_dir)
     if state is not None:
         differences = config_differences(state["config"], config)
         if differences:
-            rd.restore_hydra_files(run_dir, state.get("hydra_files", {}))
             raise ConfigError(
                 f"run directory {run_dir} holds a run with a different configuration ("
                 + "; ".join(differences) + "); use another hydra.run.dir, or resume=false to start over")
+    hydra_files = _hydra_files(cfg)
+    accept(hydra_files)
+    progress = ProgressCSV(run_dir / "progress.csv")
+    if state is not None:
+        progress.resume(state["iteration"], state.get("progress"))
         if state["iteration"] >= n_iterations:
+            progress.close()
             log.info("run in %s already finished (%d iterations); nothing to do", run_dir, state["iteration"])
             return 0
         agent.load_state_dict(state["agent"])
@@ -211,22 +301,23 @@ def _train(cfg: DictConfig, run_dir: Path, choices: dict, show_progress: bool | 
         env_steps = state["env_steps"]
         log.info("resuming %s from iteration %d", run_dir, start)
     else:
+        rd.discard_checkpoints(run_dir)  # a fresh run never falls back on another run's checkpoint
+        progress.start_fresh()
         loop.start()
         start, wall_offset, env_steps = 0, 0.0, 0
-    progress = ProgressCSV(run_dir / "progress.csv")
-    progress.resume(start) if state is not None else progress.start_fresh()
     write_manifest(run_dir, launch_record(cfg.seed, device), resumed=state is not None)
     group = "/".join([cfg.experiment_name, *(choices.get(k, "?") for k in ("env", "agent", "exploration"))])
     wandb = WandbMirror(cfg.logger.wandb, run_dir, config, group, state and state.get("wandb_id"))
     console = ConsoleProgress(n_iterations * per_iteration, env_steps, show_progress)
 
     def save(iteration: int, env_steps: int, wall_s: float) -> None:
+        progress.sync()  # the rows the checkpoint covers are on disk before it is
         rd.save_checkpoint(run_dir, {
             "iteration": iteration, "env_steps": env_steps, "wall_s": wall_s,
             "config": config, "choices": choices, "hydra_files": hydra_files,
             "agent": agent.state_dict(), "exploration": exploration.state_dict(),
             "shaper": shaper.state_dict(), "loop": loop.state_dict(), "evaluator": evaluator.state_dict(),
-            "rng": rd.global_rng_state(), "wandb_id": wandb.run_id},
+            "rng": rd.global_rng_state(), "wandb_id": wandb.run_id, "progress": progress.snapshot()},
             {"iteration": iteration, "env_steps": env_steps,
              "total_iterations": n_iterations, "finished": iteration >= n_iterations})
 
@@ -284,14 +375,48 @@ def main(cfg: DictConfig) -> None:
     the whole sweep once the running jobs have checkpointed; relaunching the sweep resumes them."""
     hydra_cfg = HydraConfig.get()
     run_dir, choices = Path(hydra_cfg.runtime.output_dir), dict(hydra_cfg.runtime.choices)
-    code = train(cfg, run_dir, choices)
+    code = train(cfg, run_dir, choices, overrides=list(hydra_cfg.overrides.task))
     if code == 0:
         return
     if hydra_cfg.mode != RunMode.MULTIRUN or code > 128:
-        sys.exit(code)
-    reason = rd.read_error(run_dir) or f"exit code {code}"
+        sys.exit(int(code))
+    reason = getattr(code, "reason", None) or rd.read_error(run_dir) or f"exit code {code}"
     log.error("sweep job %s failed (exit code %d): %s", hydra_cfg.job.num, code, reason)
     raise JobFailed(f"{run_dir}: {reason}")
+
+
+def exit_2_for_hydra_refusals() -> None:
+    """Hydra reports the configurations it cannot compose (env=nope, a malformed override) with exit
+    status 1, the status of a failed run; explorebench exits 2 for every invalid configuration. Hydra's
+    reporter (hydra._internal.utils.run_and_report, hydra-core 1.3.8, pinned) still prints its message;
+    this wrapper only changes the status. A run directory Hydra cannot create exits 1 naming the path."""
+    from hydra._internal import utils as hydra_utils
+    from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+
+    report = hydra_utils.run_and_report
+    refusals = (ConfigCompositionException, MissingConfigException, OverrideParseException, ConfigError)
+
+    def run_and_report(func):
+        refused = []
+
+        def guarded():
+            try:
+                return func()
+            except refusals as err:
+                refused.append(err)
+                raise
+            except OSError as err:  # creating the run directory or its log file
+                print(f"explorebench: cannot write {err.filename}: {err.strerror or err}", file=sys.stderr)
+                sys.exit(EXIT_FAILED)
+
+        try:
+            return report(guarded)
+        except SystemExit as done:
+            if refused and done.code == 1:
+                raise SystemExit(EXIT_CONFIG) from None
+            raise
+
+    hydra_utils.run_and_report = run_and_report
 
 
 if __name__ == "__main__":
@@ -300,4 +425,5 @@ if __name__ == "__main__":
     except ConfigError as err:
         print(f"explorebench: invalid configuration: {err}", file=sys.stderr)
         sys.exit(EXIT_CONFIG)
+    exit_2_for_hydra_refusals()
     main()

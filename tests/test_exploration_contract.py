@@ -68,7 +68,7 @@ def observed_batch(method: str):
     seeds = derive_seeds(0, 2)
     env = make_vector_env(cfg.env, 2)
     spaces = dict(observation_space=env.single_observation_space, action_space=env.single_action_space)
-    agent = build(cfg.agent, **spaces, device="cpu", seed=seeds["agent"], num_iterations=4)
+    agent = build(cfg.agent, "agent", **spaces, device="cpu", seed=seeds["agent"], num_iterations=4)
     exploration, shaper = build_exploration(cfg.exploration, *spaces.values(), seeds["exploration"], "cpu")
     loop = OnPolicyLoop(env, agent, exploration, shaper, steps_per_env=steps_per_collection(cfg),
                         env_seeds=seeds["envs"], components={"exploration": method})

@@ -3,8 +3,11 @@ added since the previous one, and a kill at any moment leaves exactly the last c
 was renamed into place."""
 import os
 import random
+import shutil
 import signal
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -207,11 +210,15 @@ def test_later_saves_append_only_new_rows_and_old_chunks_are_deleted(tmp_path, m
         buffer.add(rng.standard_normal((n, 8)).astype(np.float32))
     written, chunks = save(5)
     assert written == 1000 * row                        # wrapped by more than capacity: capacity rows
-    assert sorted(chunks) == list(range(4, 15))         # chunks 0-3 (rows < 400) are gone
+    assert sorted(chunks) == list(range(0, 15))         # prev.pt (added 440) still needs rows [0, 440)
     assert chunks[14] == 90 * row
     buffer.add(rng.standard_normal((120, 8)).astype(np.float32))  # added 1610: rows [610, 1610)
     written, chunks = save(6)
-    assert written == 120 * row and sorted(chunks) == list(range(6, 17))
+    # last.pt needs rows [610, 1610), prev.pt [490, 1490): chunks 0-3 (rows < 400) are gone
+    assert written == 120 * row and sorted(chunks) == list(range(4, 17))
+    buffer.add(rng.standard_normal((10, 8)).astype(np.float32))   # prev.pt now needs [610, 1610)
+    written, chunks = save(7)
+    assert written == 10 * row and sorted(chunks) == list(range(6, 17))
 
 
 def test_a_new_buffer_in_a_directory_with_an_old_checkpoint_does_not_reuse_its_rows(tmp_path, small_chunks):
@@ -225,7 +232,16 @@ def test_a_new_buffer_in_a_directory_with_an_old_checkpoint_does_not_reuse_its_r
     add_all(new, rng, 25)
     rd.save_checkpoint(tmp_path, state_of(new, 1), None)
     assert_same(new, restore(rd.load_checkpoint(tmp_path)))
-    assert not before & set(side_chunks(tmp_path))      # new directories; the old ones deleted
+    after = set(side_chunks(tmp_path))
+    assert before < after and len(after) == 2 * len(before)  # new directories; the old ones are prev.pt's
+    rd.save_checkpoint(tmp_path, state_of(new, 2), None)
+    assert set(side_chunks(tmp_path)) == after - before      # once prev.pt is no longer the old run's
+    # What train() does for resume=false: no generation of the old run is left to fall back to.
+    rd.discard_checkpoints(tmp_path)
+    assert rd.load_checkpoint(tmp_path) is None and side_chunks(tmp_path) == {}
+    rd.save_checkpoint(tmp_path, state_of(old, 1), None)
+    assert not after & set(side_chunks(tmp_path)) and not rd.prev_checkpoint_path(tmp_path).exists()
+    assert_same(old, restore(rd.load_checkpoint(tmp_path)))
     # Two processes resuming the same checkpoint and diverging: the second's rows are its own.
     a, b = restore(rd.load_checkpoint(tmp_path)), restore(rd.load_checkpoint(tmp_path))
     add_all(a, rng, 5)
@@ -258,9 +274,12 @@ def crash_at(point: str):
 
     def replace(src, dst):
         last_pt = os.fspath(dst).endswith(rd.CHECKPOINT_NAME)
-        if point == "before_rename" and last_pt:
+        prev_pt = os.fspath(dst).endswith(rd.PREV_CHECKPOINT_NAME)
+        if point == "before_rename" and (last_pt or prev_pt):  # before the first of the renames
             os._exit(9)
         real_replace(src, dst)
+        if point == "between_renames" and prev_pt:
+            os._exit(9)  # last.pt is prev.pt now, the new file not yet last.pt
         if point == "after_rename" and last_pt:
             os._exit(9)
         if point == "meta" and os.fspath(dst).endswith(rd.META_NAME):
@@ -281,31 +300,66 @@ def crash_at(point: str):
     os.replace, os.pwrite, os.unlink = replace, pwrite, unlink
 
 
+def copies(buffers: dict) -> dict[str, RingBuffer]:
+    return {k: through_rows(v) for k, v in buffers.items()}
+
+
+def previous_generation(run: Path, scratch: Path) -> dict | None:
+    """The state prev.pt holds (None without one), as load_checkpoint falls back to it when
+    last.pt is lost: on a copy of the run's checkpoints, so that the run's files stay as they are."""
+    copy = Path(tempfile.mkdtemp(dir=scratch))
+    try:
+        shutil.copytree(rd.checkpoint_path(run).parent, copy / rd.CHECKPOINT_DIR, symlinks=True)
+        rd.checkpoint_path(copy).unlink(missing_ok=True)
+        return rd.load_checkpoint(copy)
+    finally:
+        shutil.rmtree(copy)
+
+
 @pytest.mark.parametrize("point,survives", [("append", "old"), ("before_rename", "old"),
-                                            ("after_rename", "new"), ("prune", "new"), ("meta", "new")])
-def test_a_process_killed_during_a_save_leaves_one_whole_checkpoint(tmp_path, small_chunks, point, survives):
+                                            ("between_renames", "old"), ("after_rename", "new"),
+                                            ("prune", "new"), ("meta", "new")])
+def test_a_process_killed_during_a_save_leaves_one_whole_checkpoint(tmp_path, small_chunks, point, survives, caplog):
+    run, scratch = tmp_path / "run", tmp_path / "scratch"
+    scratch.mkdir()
     rng = np.random.default_rng(5)
     buffers = make_buffers()
     add_all(buffers, rng, 25)
-    rd.save_checkpoint(tmp_path, state_of(buffers, 1), {"iteration": 1})
-    old = restore(rd.load_checkpoint(tmp_path))
+    rd.save_checkpoint(run, state_of(buffers, 0), {"iteration": 0})
+    older = copies(buffers)
     add_all(buffers, rng, 40)  # every ring wraps, some chunks fall out of the window
+    rd.save_checkpoint(run, state_of(buffers, 1), {"iteration": 1})
+    old = copies(buffers)
+    add_all(buffers, rng, 40)
 
     def save():
         crash_at(point)
-        rd.save_checkpoint(tmp_path, state_of(buffers, 2), {"iteration": 2})
+        rd.save_checkpoint(run, state_of(buffers, 2), {"iteration": 2})
 
     assert in_child(save) == 9
-    state = rd.load_checkpoint(tmp_path)
+    caplog.clear()
+    state = rd.load_checkpoint(run)
     assert state["iteration"] == (1 if survives == "old" else 2)
+    assert_same(old if survives == "old" else buffers, restore(state))
+    if point == "between_renames":  # only prev.pt is left: it loads, with a warning naming last.pt
+        assert not rd.checkpoint_path(run).exists()
+        assert rd.last_loaded_path(run) == rd.prev_checkpoint_path(run)
+        assert f"checkpoint {rd.checkpoint_path(run)} is missing" in caplog.text
+    else:  # both generations whole: prev.pt is the save before last.pt's
+        assert rd.last_loaded_path(run) == rd.checkpoint_path(run) and not caplog.text
+        prev = previous_generation(run, scratch)
+        assert prev["iteration"] == state["iteration"] - 1
+        assert_same(older if survives == "old" else old, restore(prev))
     loaded = restore(state)
-    assert_same(old if survives == "old" else buffers, loaded)
     # The run resumes from what it loaded: it appends after the rows of the checkpoint in place
-    # (over whatever the killed process left) and the next load gives exactly its state.
+    # (over whatever the killed process left) and the next load gives exactly its state, the
+    # previous generation the one before.
     for i in range(3, 6):
+        before = copies(loaded)
         add_all(loaded, rng, 11)
-        rd.save_checkpoint(tmp_path, state_of(loaded, i), {"iteration": i})
-        assert_same(loaded, restore(rd.load_checkpoint(tmp_path)))
+        rd.save_checkpoint(run, state_of(loaded, i), {"iteration": i})
+        assert_same(loaded, restore(rd.load_checkpoint(run)))
+        assert_same(before, restore(previous_generation(run, scratch)))
         rd._known.clear()  # the next save as a new process would do it
 
 
@@ -359,6 +413,9 @@ def test_kill_9_at_random_moments_while_saving(tmp_path, monkeypatch):
     monkeypatch.setattr(rd, "CHUNK_ROWS", 32)
     pace = random.Random(0)
     expected, at = make_buffers(KILL_SPECS), 0  # the buffers after iteration `at`, made here
+    snapshots = {0: copies(expected)}  # the buffers after each iteration
+    scratch = tmp_path.parent / f"{tmp_path.name}-scratch"
+    scratch.mkdir()
     loaded_at = []
     for trial in range(30):
         read_fd, write_fd = os.pipe()
@@ -386,7 +443,14 @@ def test_kill_9_at_random_moments_while_saving(tmp_path, monkeypatch):
         while at < i:
             at += 1
             rows_of_iteration(expected, at)
+            snapshots[at] = copies(expected)
         assert_same(expected, restore(state, KILL_SPECS))
+        if rd.checkpoint_path(tmp_path).exists():  # (else killed between the renames: prev.pt loaded)
+            prev = previous_generation(tmp_path, scratch)
+            assert (prev is None) == (i == 1)
+            if prev is not None:  # the save before last.pt's, whole
+                assert prev["iteration"] == i - 1
+                assert_same(snapshots[i - 1], restore(prev, KILL_SPECS))
         meta = rd.read_checkpoint_meta(tmp_path)  # written after last.pt: it may lag behind
         assert (meta or {"iteration": 0})["iteration"] <= i
         loaded_at.append(i)

@@ -121,8 +121,11 @@ class EX2(ExplorationMethod):
                  learning_rate: float = 1e-4, use_actions: bool = True, replay_size: int = 250_000,
                  min_replay_size: int = 10_000, train_itrs: int = 2000, first_train_itrs: int = 5000,
                  batch_size: int = 128, fit_before_scoring: bool = True, steps_per_draw: int = 100,
-                 conv_filters=(16, 8), conv_kernel_size: int = 4, conv_stride: int = 2):
+                 conv_filters=None, conv_kernel_size: int = 4, conv_stride: int = 2):
         super().__init__(observation_space, action_space, seed=seed, device=device)
+        if conv_filters is not None:  # the Atari model's settings (exploration=ex2_atari): pixels only
+            self.requires = Requirements(agent_families=self.requires.agent_families, observation_kinds=("pixels",),
+                                         because=f"exploration.conv_filters={list(conv_filters)}")
         hidden_sizes = tuple(int(h) for h in hidden_sizes)
         require(len(hidden_sizes) > 0 and all(h > 0 for h in hidden_sizes), "exploration.hidden_sizes",
                 f"must be a non-empty list of positive integers, got {list(hidden_sizes)}")
@@ -146,7 +149,8 @@ class EX2(ExplorationMethod):
             require(not use_actions, "exploration.use_actions", "must be false with pixel observations "
                     f"(shape {observation_space.shape}): the conv encoders read the last frame only "
                     "(exploration=ex2_atari has EX2's Atari settings)")
-            conv_filters = _check_conv(conv_filters, conv_kernel_size, conv_stride, observation_space.shape[1:])
+            conv_filters = _check_conv((16, 8) if conv_filters is None else conv_filters, conv_kernel_size,
+                                       conv_stride, observation_space.shape[1:])
             self.state_shape, self._features = _last_frame_features(observation_space)
             self.dim = math.prod(self.state_shape)
             self.model = _ConvLatentDiscriminator(self.state_shape, conv_filters, int(conv_kernel_size),

@@ -427,11 +427,14 @@ def test_kill_9_at_random_moments_while_saving(tmp_path, monkeypatch):
             finally:
                 os._exit(3)
         os.close(write_fd)
-        time.sleep(pace.uniform(0.02, 0.25))
-        os.kill(pid, signal.SIGKILL)
-        assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == -signal.SIGKILL, "the saver stopped by itself"
+        # Paced by the saver's own reports, not the clock, so that a loaded machine kills as often
+        # mid-save and the run gets as far: wait for 0-3 saves, then kill at a random moment after.
         with os.fdopen(read_fd) as f:
-            reported = [int(line) for line in f.read().split()]
+            reported = [int(f.readline()) for _ in range(pace.randint(0, 3))]
+            time.sleep(pace.uniform(0.0, 0.06))
+            os.kill(pid, signal.SIGKILL)
+            assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == -signal.SIGKILL, "the saver stopped itself"
+            reported += [int(line) for line in f.read().split()]
         state = rd.load_checkpoint(tmp_path)
         if state is None:
             assert not reported
@@ -454,7 +457,7 @@ def test_kill_9_at_random_moments_while_saving(tmp_path, monkeypatch):
         meta = rd.read_checkpoint_meta(tmp_path)  # written after last.pt: it may lag behind
         assert (meta or {"iteration": 0})["iteration"] <= i
         loaded_at.append(i)
-    assert len(loaded_at) >= 20 and loaded_at[-1] >= 50, loaded_at
+    assert len(loaded_at) >= 20 and loaded_at[-1] >= 30, loaded_at
 
 
 # -- speed -------------------------------------------------------------------------------------

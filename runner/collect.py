@@ -50,11 +50,16 @@ class Collector:
       env resets as its path ends, waiting at an episode start until it is admitted; other vector envs
       (ale-py's batch) step all envs and drop the steps of those not on a path, which start a path
       only at their next episode boundary.
+
+    With a `coverage` counter (runner/coverage.py), every collection's steps are counted on its grid,
+    in the rollout's layout (whole paths: the kept steps); coordinates it reads from the envs
+    (MuJoCo qpos, attributes) are read before each step, from the envs on a path.
     """
 
-    def __init__(self, vec_env, num_steps: int, whole_paths_min_steps: int | None = None):
+    def __init__(self, vec_env, num_steps: int, whole_paths_min_steps: int | None = None, coverage=None):
         self.env, self.num_steps, self.num_envs = vec_env, num_steps, vec_env.num_envs
         self.whole_paths_min_steps = whole_paths_min_steps
+        self.coverage = coverage
         spec = getattr(getattr(vec_env, "envs", [None])[0], "spec", None)
         self.path_limit = getattr(spec, "max_episode_steps", None)  # None: ale-py's batch
         self.step_envs_alone = type(vec_env) is SyncVectorEnv  # whole paths step only the envs on a path
@@ -88,6 +93,9 @@ class Collector:
         final_index, final_obs = [], []
         stats = EpisodeStats()
         behaviour = exploration.behaviour_action if exploration.changes_actions else None
+        coverage = self.coverage if self.coverage is not None and self.coverage.enabled else None
+        read_envs = coverage.read_envs if coverage is not None and coverage.reads_envs else None
+        env_values: list = []  # coordinates read from the envs, per step (coverage only)
         obs, kept, taken, t = self.obs, np.ones(N, bool), 0, 0
         if whole_paths:
             kept[:] = False
@@ -107,6 +115,8 @@ class Collector:
             steps["actions"].append(np.array(actions))
             steps["episode_step"].append(self.episode_step.copy())
             steps["kept"].append(kept.copy())
+            if read_envs is not None:  # the state the agent acts in, before the step changes it
+                env_values.append(read_envs(kept))
             if alone:
                 obs, reward, terminated, truncated, info = self._step_envs_on_paths(obs, actions, kept)
             else:
@@ -140,12 +150,14 @@ class Collector:
         final_obs = np.asarray(final_obs, self.obs.dtype).reshape(-1, *self.obs.shape[1:])
         behaviour_log_prob = np.stack(logp_steps) if logp_steps else None
         last_obs = self.obs
+        env_values = np.asarray(env_values, np.float64) if read_envs is not None else None
         if whole_paths:  # the kept steps as one column of whole paths, env by env
             env_of, t_of = np.nonzero(buffers.pop("kept").T)
             take = lambda a: a[t_of, env_of][:, None]  # noqa: E731
             buffers = {k: take(v) for k, v in buffers.items()}
             agent_info = {k: take(v) for k, v in agent_info.items()}
             behaviour_log_prob = None if behaviour_log_prob is None else take(behaviour_log_prob)
+            env_values = None if env_values is None else take(env_values)
             row = np.full((t, N), -1, np.int64)
             row[t_of, env_of] = np.arange(len(t_of))
             final_rows = row[final_index[:, 0], final_index[:, 1]]
@@ -160,6 +172,8 @@ class Collector:
             terminated=buffers["terminated"], truncated=buffers["truncated"],
             episode_step=buffers["episode_step"], last_obs=last_obs, final_index=final_index,
             final_obs=final_obs, agent_info=agent_info, behaviour_log_prob=behaviour_log_prob)
+        if coverage is not None:
+            coverage.add(rollout, env_values)
         return rollout, stats
 
     def _step_envs_on_paths(self, obs, actions, kept):

@@ -5,7 +5,8 @@
 What every agent family shares lives here: validation, building, resume, signals, the checkpoint
 cadence, evaluation episodes and logging. The iteration itself is the family's loop
 (runner/loops/on_policy.py, off_policy.py, meta.py), picked by the agent's declared `family`.
-Each iteration writes one progress.csv row; a checkpoint every `checkpoint_every` iterations.
+Each iteration writes one progress.csv row (and, where the env declares coverage, one row of
+coverage.bin: runner/coverage.py); a checkpoint every `checkpoint_every` iterations.
 Exit codes: 0 done (or already finished), 1 a failure such as NaN, 2 an invalid configuration,
 128 + signal number after SIGTERM/SIGINT.
 """
@@ -42,6 +43,7 @@ from runner.config import (
     steps_per_collection,
     validate_run_config,
 )
+from runner.coverage import CoverageCounter, CoverageLog, coverage_spec, remove_coverage_files
 from runner.envs import make_vector_env
 from runner.evaluate import EVAL_COLUMNS, Evaluator
 from runner.loops.meta import MetaLoop
@@ -250,6 +252,7 @@ def _train(cfg: DictConfig, run_dir: Path, choices: dict, show_progress: bool | 
     if overrides:
         check_overrides(cfg, overrides, choices, HydraConfig.get().searchpath if HydraConfig.initialized() else ())
     validate_run_config(cfg)
+    coverage_grid = coverage_spec(cfg.env)
     family = agent_family(cfg.agent)
     torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
@@ -267,15 +270,23 @@ def _train(cfg: DictConfig, run_dir: Path, choices: dict, show_progress: bool | 
     exploration, shaper = build_exploration(cfg.exploration, obs_space, act_space,
                                             seeds["exploration"], device)
     check_compatibility(agent, exploration, vec_env, choices)
+    coverage = CoverageCounter(coverage_grid, vec_env) if coverage_grid is not None else None
     component = {k: f"{k} ({choices.get(k, '?')})" for k in ("agent", "exploration")}
     loop = LOOPS[family](vec_env, agent, exploration, shaper, steps_per_env=steps_per_collection(cfg),
-                         env_seeds=seeds["envs"], components=component, task_seed=seeds["loop"])
+                         env_seeds=seeds["envs"], components=component, task_seed=seeds["loop"],
+                         coverage=coverage)
     eval_every = DEFAULT_EVAL_EVERY[family] if cfg.eval_every is None else cfg.eval_every
     evaluator = Evaluator(cfg.env, cfg.eval_episodes, seeds["evaluation"])
     config = OmegaConf.to_container(cfg, resolve=True)
 
     # -- resume or start --------------------------------------------------------------------------
     state = rd.load_checkpoint(run_dir) if cfg.resume else None
+    if state is not None and "coverage" not in state["config"].get("env", {}) and "coverage" in config["env"]:
+        # a run begun before envs declared coverage: it resumes as it began, without a map
+        config["env"].pop("coverage")
+        if coverage is not None:
+            coverage.enabled, coverage = False, None
+            log.info("the run in %s began without coverage maps: it resumes without one", run_dir)
     if state is not None:
         differences = config_differences(state["config"], config)
         if differences:
@@ -285,10 +296,15 @@ def _train(cfg: DictConfig, run_dir: Path, choices: dict, show_progress: bool | 
     hydra_files = _hydra_files(cfg)
     accept(hydra_files)
     progress = ProgressCSV(run_dir / "progress.csv")
+    coverage_log = CoverageLog(run_dir, coverage_grid) if coverage is not None else None
     if state is not None:
         progress.resume(state["iteration"], state.get("progress"))
+        if coverage_log is not None:
+            coverage_log.resume(state["iteration"], state.get("coverage"))
         if state["iteration"] >= n_iterations:
             progress.close()
+            if coverage_log is not None:
+                coverage_log.close()
             log.info("run in %s already finished (%d iterations); nothing to do", run_dir, state["iteration"])
             return 0
         agent.load_state_dict(state["agent"])
@@ -303,6 +319,10 @@ def _train(cfg: DictConfig, run_dir: Path, choices: dict, show_progress: bool | 
     else:
         rd.discard_checkpoints(run_dir)  # a fresh run never falls back on another run's checkpoint
         progress.start_fresh()
+        if coverage_log is not None:
+            coverage_log.start_fresh()
+        else:
+            remove_coverage_files(run_dir)  # an earlier run's, with resume=false
         loop.start()
         start, wall_offset, env_steps = 0, 0.0, 0
     write_manifest(run_dir, launch_record(cfg.seed, device), resumed=state is not None)
@@ -312,12 +332,15 @@ def _train(cfg: DictConfig, run_dir: Path, choices: dict, show_progress: bool | 
 
     def save(iteration: int, env_steps: int, wall_s: float) -> None:
         progress.sync()  # the rows the checkpoint covers are on disk before it is
+        if coverage_log is not None:
+            coverage_log.sync()
         rd.save_checkpoint(run_dir, {
             "iteration": iteration, "env_steps": env_steps, "wall_s": wall_s,
             "config": config, "choices": choices, "hydra_files": hydra_files,
             "agent": agent.state_dict(), "exploration": exploration.state_dict(),
             "shaper": shaper.state_dict(), "loop": loop.state_dict(), "evaluator": evaluator.state_dict(),
-            "rng": rd.global_rng_state(), "wandb_id": wandb.run_id, "progress": progress.snapshot()},
+            "rng": rd.global_rng_state(), "wandb_id": wandb.run_id, "progress": progress.snapshot(),
+            "coverage": coverage_log.snapshot() if coverage_log is not None else None},
             {"iteration": iteration, "env_steps": env_steps,
              "total_iterations": n_iterations, "finished": iteration >= n_iterations})
 
@@ -340,6 +363,8 @@ def _train(cfg: DictConfig, run_dir: Path, choices: dict, show_progress: bool | 
                        "wall_s": wall_offset + (t1 - launch_time), "sps": steps / (t1 - t0),
                        **{k: metrics.pop(k) for k in FIXED_COLUMNS[4:]}, **evaluation, **metrics}
                 progress.write(row)
+                if coverage_log is not None:
+                    coverage_log.append(coverage.take_row())
                 wandb.log(row)
                 console.update(row)
                 if iteration % cfg.checkpoint_every == 0 or iteration == n_iterations or stop.signum:
@@ -354,6 +379,8 @@ def _train(cfg: DictConfig, run_dir: Path, choices: dict, show_progress: bool | 
     finally:
         console.close()
         progress.close()
+        if coverage_log is not None:
+            coverage_log.close()
         wandb.close(exit_code)
         evaluator.close()
         vec_env.close()

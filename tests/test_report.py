@@ -228,3 +228,100 @@ def test_whole_path_seeds_whose_env_steps_differ_are_complete_and_all_count(tmp_
     assert result["incomplete"] == []
     (final,) = result["finals"]
     assert len(final.scores) == 3 and final.mean == pytest.approx(1.0)
+
+
+# -- reference curves, the baseline, the size of curves.csv ------------------------------------
+
+def write_reference(directory: Path, rows: list[tuple]) -> Path:
+    """A synthetic committed report: curves.csv rows (env, method, env_steps, mean)."""
+    directory.mkdir(parents=True)
+    with open(directory / "curves.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, report.CURVE_COLUMNS)
+        writer.writeheader()
+        for env, method, steps, mean in rows:
+            writer.writerow({"env": env, "method": method, "metric": "task_metric_mean", "env_steps": steps,
+                             "mean": mean, "ci_low": mean - 1, "ci_high": mean + 1, "seeds": 5})
+    return directory
+
+
+def test_against_draws_the_reference_curves_dashed_in_their_methods_colour(two_methods, tmp_path):
+    reference = write_reference(tmp_path / "results" / "preset", [
+        ("CartPole-v1", "TRPO", 0, 5.0), ("CartPole-v1", "TRPO", 1000, 7.0), ("CartPole-v1", "TRPO", 2000, 9.0),
+        ("CartPole-v1", "SAC", 0, 1.0), ("CartPole-v1", "SAC", 2000, 2.0),     # a method these runs lack
+        ("Walker2d-v5", "TRPO", 0, 3.0)])                                       # an environment they lack
+    runs, _ = report.load_runs([two_methods])
+    report.label_runs(runs)
+    curves = [report.learning_curve([r for r in runs if (r.env, r.method) == cell], "task_metric_mean", 100, 0)
+              for cell in sorted({(r.env, r.method) for r in runs})]
+    fig = report.curve_figure(curves, "", report.read_reference(reference))
+    cartpole, hopper = fig.axes[0], fig.axes[1]
+    assert (cartpole.get_title(), hopper.get_title()) == ("CartPole-v1", "Hopper-v5")
+    dashed = {line.get_label(): line for line in cartpole.get_lines() if line.get_linestyle() == "--"}
+    solid = {line.get_label(): line for line in cartpole.get_lines() if line.get_linestyle() == "-"}
+    assert set(dashed) == {"TRPO (reference)", "SAC (reference)"}
+    assert set(solid) == {"PPO (2 seeds)", "TRPO (3 seeds)"}
+    assert list(dashed["TRPO (reference)"].get_xdata()) == [0, 1000, 2000]
+    assert list(dashed["TRPO (reference)"].get_ydata()) == [5.0, 7.0, 9.0]
+    assert dashed["TRPO (reference)"].get_color() == solid["TRPO (3 seeds)"].get_color()
+    assert len({dashed["SAC (reference)"].get_color(), solid["PPO (2 seeds)"].get_color(),
+                solid["TRPO (3 seeds)"].get_color()}) == 3
+    assert dashed["TRPO (reference)"].get_zorder() < solid["TRPO (3 seeds)"].get_zorder()   # beneath
+    assert [line.get_linestyle() for line in hopper.get_lines()] == ["-"]                    # no PPO reference
+    assert "dashed" in fig._suptitle.get_text()
+    legend = [t.get_text() for t in cartpole.get_legend().get_texts()]
+    assert "TRPO (reference)" in legend
+
+    result = report.build_report([two_methods], tmp_path / "report", reps=100, against=reference)
+    assert len(result["reference"]) == 3
+    assert "environment 'Walker2d-v5' has no runs here" in " ".join(result["other_notes"])
+    assert "dashed: the reference curves of" in (tmp_path / "report" / "report.md").read_text()
+    assert (tmp_path / "report" / "curves.png").stat().st_size > 0
+
+
+def test_against_a_directory_without_curves_is_a_clear_error(two_methods, tmp_path, capsys):
+    assert report.main([str(two_methods), "--against", str(tmp_path / "nowhere")]) == 2
+    assert "--against" in capsys.readouterr().err and not (two_methods / "report").exists()
+
+
+def test_baseline_states_each_method_against_it(two_methods, tmp_path, capsys):
+    out = tmp_path / "report"
+    result = report.build_report([two_methods], out, reps=300, baseline="TRPO")
+    poi = read_csv(out / "probability_of_improvement.csv")
+    assert [(r["env"], r["x"], r["y"], float(r["p_x_better"])) for r in poi] == [("CartPole-v1", "PPO", "TRPO", 1.0)]
+    assert "| CartPole-v1 | P(PPO > TRPO) = 1.00 |" in (out / "report.md").read_text()
+    assert result["notes"] == ["Hopper-v5: the baseline 'TRPO' has no cell with >= 2 seeds here, so no "
+                               "P(method > TRPO)"]
+    # oriented the other way round
+    report.build_report([two_methods], tmp_path / "other", reps=300, baseline="PPO")
+    poi = read_csv(tmp_path / "other" / "probability_of_improvement.csv")
+    assert [(r["x"], r["y"], float(r["p_x_better"])) for r in poi] == [("TRPO", "PPO", 0.0)]
+    assert report.main([str(two_methods), "--baseline", "vime", "--out", str(tmp_path / "bad")]) == 2
+    assert "--baseline 'vime' is not a method of these runs; their methods: PPO, TRPO" in capsys.readouterr().err
+
+
+def test_curve_points_keeps_evenly_spaced_points_of_the_full_curve(two_methods, tmp_path):
+    report.build_report([two_methods], tmp_path / "all", reps=100)
+    report.build_report([two_methods], tmp_path / "few", reps=100, curve_points=5)
+    full = curve(tmp_path / "all", "TRPO")
+    few = curve(tmp_path / "few", "TRPO")
+    # 20 points (env steps 100..2000) thinned to indices 0, 5, 10, 14, 19 (rounded linspace)
+    assert sorted(few) == [100, 600, 1100, 1500, 2000]
+    assert all(few[x] == full[x] for x in few)   # the same numbers, not re-averaged
+    assert len(read_csv(tmp_path / "few" / "curves.csv")) == 3 * 5
+    # the figures use every point either way
+    assert (tmp_path / "few" / "curves.png").stat().st_size > 0
+
+
+def test_per_environment_settings_do_not_split_a_method(tmp_path):
+    """A preset's cells give TRPO batch 100 on one task and 200 on another: one method, TRPO, on both;
+    a key that differs between runs of one task still tells methods apart."""
+    root = tmp_path / "sweep"
+    make_run(root, "a0", [1.0] * 10, agent_keys={"policy_hidden": [32]})
+    make_run(root, "a1", [2.0] * 10, seed=1, agent_keys={"policy_hidden": [32]})
+    make_run(root, "h0", [3.0] * 10, env="Hopper-v5", agent_keys={"policy_hidden": [64, 32], "max_kl": 0.01})
+    make_run(root, "h1", [4.0] * 10, env="Hopper-v5", agent_keys={"policy_hidden": [64, 32], "max_kl": 0.02})
+    report.build_report([root], tmp_path / "report", reps=100)
+    finals = {(r["env"], r["method"]): r["seeds"] for r in read_csv(tmp_path / "report" / "final_scores.csv")}
+    # (before: "agent.policy_hidden=[32]" on CartPole, "agent.policy_hidden=[64, 32] agent.max_kl=..." on Hopper)
+    assert finals == {("CartPole-v1", "TRPO-NoExploration"): "2", ("Hopper-v5", "agent.max_kl=0.01"): "1",
+                      ("Hopper-v5", "agent.max_kl=0.02"): "1"}

@@ -4,6 +4,8 @@ A loop owns the collection for its family and calls the exploration method's ver
 order (algos/exploration/base.py); runner/train.py owns everything the families share (validation,
 building, resume, signals, checkpoint cadence, evaluation, logging). `iteration()` returns one row of
 progress.csv without the run-level columns (iteration, env_steps, wall_s, sps, eval_*).
+Each loop hands the run's coverage counter (runner/coverage.py; None without a map) to its collector,
+which counts every collected step: the runner writes one row of counts per iteration.
 """
 from __future__ import annotations
 

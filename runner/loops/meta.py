@@ -37,9 +37,9 @@ def concatenate(batches: list[Transitions]) -> Transitions:
 
 class MetaLoop:
     def __init__(self, vec_env, agent, exploration, shaper, *, steps_per_env: int, env_seeds: list[int],
-                 components: dict, task_seed: int, **_):
+                 components: dict, task_seed: int, coverage=None, **_):
         self.env, self.agent, self.exploration, self.shaper = vec_env, agent, exploration, shaper
-        self.collector = Collector(vec_env, steps_per_env)
+        self.collector = Collector(vec_env, steps_per_env, coverage=coverage)
         self.components = components
         self.rng = np.random.default_rng(task_seed)  # tasks and the episodes' reset seeds
 

@@ -27,12 +27,12 @@ from runner.loops import add_phases, bonus_columns, bonus_of_new_experience, epi
 
 class OffPolicyLoop:
     def __init__(self, vec_env, agent, exploration, shaper, *, steps_per_env: int, env_seeds: list[int],
-                 components: dict, **_):
+                 components: dict, coverage=None, **_):
         chunk = int(getattr(agent, "collect_steps", None) or steps_per_env)
         require(chunk > 0 and steps_per_env % chunk == 0, "agent.collect_steps",
                 f"must divide the env steps per env and iteration ({steps_per_env}), got {chunk}")
         self.agent, self.exploration, self.shaper = agent, exploration, shaper
-        self.collector = Collector(vec_env, chunk)
+        self.collector = Collector(vec_env, chunk, coverage=coverage)
         self.chunks = steps_per_env // chunk
         self.env_seeds, self.components = env_seeds, components
 

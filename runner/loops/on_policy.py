@@ -19,10 +19,10 @@ from runner.loops import bonus_columns, bonus_of_new_experience, episode_columns
 
 class OnPolicyLoop:
     def __init__(self, vec_env, agent, exploration, shaper, *, steps_per_env: int, env_seeds: list[int],
-                 components: dict, **_):
+                 components: dict, coverage=None, **_):
         self.agent, self.exploration, self.shaper = agent, exploration, shaper
         whole_paths = agent.batch_size if agent.whole_paths else None
-        self.collector = Collector(vec_env, steps_per_env, whole_paths_min_steps=whole_paths)
+        self.collector = Collector(vec_env, steps_per_env, whole_paths_min_steps=whole_paths, coverage=coverage)
         self.env_seeds, self.components = env_seeds, components
 
     def start(self) -> None:

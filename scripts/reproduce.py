@@ -538,6 +538,11 @@ def main(argv: list[str] | None = None) -> int:
     with open(args.out / "report.md", "a") as f:
         f.write(manifest_section(record))
 
+    if args.out.resolve().parent == (ROOT / "results").resolve():  # a committed result: the fidelity table
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import fidelity_table
+
+        fidelity_table.main()
     print(result["final_md"])
     for note in result["notes"] + result["other_notes"]:
         print(f"note: {note}")

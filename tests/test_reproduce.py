@@ -259,3 +259,42 @@ def test_committed_presets_line_is_read(tmp_path, monkeypatch):
     assert committed_presets() == []
     (tmp_path / "README.md").write_text("# Results\n\nCommitted presets: `vime_classic`, hash_rllab\n")
     assert committed_presets() == ["vime_classic", "hash_rllab"]
+
+
+# -- the fidelity table ---------------------------------------------------------------------------
+
+def load_fidelity_table():
+    spec = importlib.util.spec_from_file_location("fidelity_table", ROOT / "scripts" / "fidelity_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("low,high,expected", [(0.55, 0.9, "reproduced"), (0.1, 0.45, "not reproduced"),
+                                               (0.3, 0.7, "inconclusive"), (0.5, 0.5, "inconclusive")])
+def test_the_verdict_is_where_the_ci_of_p_improvement_lies(low, high, expected):
+    assert load_fidelity_table().verdict(low, high) == expected
+
+
+def test_the_fidelity_table_is_written_from_the_results_and_the_claims(tmp_path, monkeypatch):
+    table = load_fidelity_table()
+    results = tmp_path / "results"
+    (results / "vime_classic").mkdir(parents=True)
+    (results / "README.md").write_text(f"# R\n\n{table.BEGIN}\nold\n{table.END}\n\nCommitted presets: none yet\n")
+    (results / "vime_classic" / "manifest.json").write_text(json.dumps(
+        {"scale": "reduced", "envs": {"mountain_car_sparse": {"budget_env_steps": {"vime": 1000000}}}}))
+    (results / "vime_classic" / "final_scores.csv").write_text(
+        "env,method,metric,seeds,mean,ci_low,ci_high,window_start,window_end\n"
+        "mountain_car_sparse,vime,task_metric_mean,5,0.8,0.6,1.0,9,10\n"
+        "mountain_car_sparse,none,task_metric_mean,5,0.0,0.0,0.0,9,10\n")
+    (results / "vime_classic" / "probability_of_improvement.csv").write_text(
+        "env,x,y,p_x_better,ci_low,ci_high\nmountain_car_sparse,vime,none,0.9,0.7,1.0\n")
+    monkeypatch.setattr(table, "RESULTS", results)
+    assert table.main() == 0
+    text = (results / "README.md").read_text()
+    row = next(line for line in text.splitlines() if "mountain_car_sparse" in line and "vime_classic" in line)
+    assert "reduced, 1,000,000 env steps" in row and "P(vime > none) = 0.90 [0.70, 1.00]" in row
+    assert row.split(" | ")[3] == "reproduced"
+    lacking = next(line for line in text.splitlines() if "on cartpole_swingup_sparse" in line)
+    assert "no final scores for this pair" in lacking and "inconclusive" in lacking  # a claim the results lack
+    assert "Committed presets: `vime_classic`" in text and "old" not in text

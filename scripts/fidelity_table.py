@@ -12,7 +12,8 @@ rule, the same for every row:
   not reproduced    it lies below 1/2 (the baseline is better)
   inconclusive      it contains 1/2 (at this scale the seeds do not tell the two apart)
 
-Presets without committed results are listed as pending. scripts/reproduce.py runs this after writing
+Results at the smoke scale (a pipeline check: seconds per run, numbers that mean nothing) get no
+verdict: "not measured". Presets without committed results are listed as pending. scripts/reproduce.py runs this after writing
 a results/<preset>/; nothing in the table is typed by hand.
 """
 from __future__ import annotations
@@ -61,6 +62,9 @@ def claim_row(preset: str, claim: dict, baseline: str, results: Path, manifest: 
     low, high = float(pair["ci_low"]), float(pair["ci_high"])
     ours = (f"{scale}: {method} {score(mine)}, {baseline} {score(base)}; P({method} > {baseline}) = "
             f"{float(pair['p_x_better']):.2f} [{low:.2f}, {high:.2f}]")
+    if manifest.get("scale") == "smoke":
+        return [f"`{preset}`", claim_text, f"{ours} (a pipeline check: these numbers mean nothing)",
+                "not measured", f"[curves](results/{preset}/curves.png)"]
     return [f"`{preset}`", claim_text, ours, verdict(low, high),
             f"[curves](results/{preset}/curves.png), [coverage](results/{preset}/coverage_{env}.png)"]
 

@@ -276,13 +276,15 @@ def test_the_verdict_is_where_the_ci_of_p_improvement_lies(low, high, expected):
     assert load_fidelity_table().verdict(low, high) == expected
 
 
-def test_the_fidelity_table_is_written_from_the_results_and_the_claims(tmp_path, monkeypatch):
+@pytest.mark.parametrize("scale, expected", [("reduced", "reproduced"), ("smoke", "not measured")])
+def test_the_fidelity_table_is_written_from_the_results_and_the_claims(tmp_path, monkeypatch, scale, expected):
+    """The verdict follows the rule at a real scale; a smoke-scale result (a pipeline check) gets none."""
     table = load_fidelity_table()
     results = tmp_path / "results"
     (results / "vime_classic").mkdir(parents=True)
     (results / "README.md").write_text(f"# R\n\n{table.BEGIN}\nold\n{table.END}\n\nCommitted presets: none yet\n")
     (results / "vime_classic" / "manifest.json").write_text(json.dumps(
-        {"scale": "reduced", "envs": {"mountain_car_sparse": {"budget_env_steps": {"vime": 1000000}}}}))
+        {"scale": scale, "envs": {"mountain_car_sparse": {"budget_env_steps": {"vime": 1000000}}}}))
     (results / "vime_classic" / "final_scores.csv").write_text(
         "env,method,metric,seeds,mean,ci_low,ci_high,window_start,window_end\n"
         "mountain_car_sparse,vime,task_metric_mean,5,0.8,0.6,1.0,9,10\n"
@@ -293,8 +295,8 @@ def test_the_fidelity_table_is_written_from_the_results_and_the_claims(tmp_path,
     assert table.main() == 0
     text = (results / "README.md").read_text()
     row = next(line for line in text.splitlines() if "mountain_car_sparse" in line and "vime_classic" in line)
-    assert "reduced, 1,000,000 env steps" in row and "P(vime > none) = 0.90 [0.70, 1.00]" in row
-    assert row.split(" | ")[3] == "reproduced"
+    assert f"{scale}, 1,000,000 env steps" in row and "P(vime > none) = 0.90 [0.70, 1.00]" in row
+    assert row.split(" | ")[3] == expected
     lacking = next(line for line in text.splitlines() if "on cartpole_swingup_sparse" in line)
     assert "no final scores for this pair" in lacking and "inconclusive" in lacking  # a claim the results lack
     assert "Committed presets: `vime_classic`" in text and "old" not in text

@@ -12,7 +12,9 @@ rule, the same for every row:
   not reproduced    it lies below 1/2 (the baseline is better)
   inconclusive      it contains 1/2 (at this scale the seeds do not tell the two apart)
 
-Results at the smoke scale (a pipeline check: seconds per run, numbers that mean nothing) get no
+A claim's `differs` (scripts/reproduce.yaml) says what our run does not share with the paper's (the
+budget, settings the paper does not give, known deviations): the table's last column, so that a verdict
+is read beside it. Results at the smoke scale (a pipeline check: seconds per run, numbers that mean nothing) get no
 verdict: "not measured". Presets without committed results are listed as pending. scripts/reproduce.py runs this after writing
 a results/<preset>/; nothing in the table is typed by hand.
 """
@@ -53,8 +55,9 @@ def claim_row(preset: str, claim: dict, baseline: str, results: Path, manifest: 
     budget = manifest.get("envs", {}).get(env, {}).get("budget_env_steps", {}).get(method)
     scale = f"{manifest.get('scale', '?')}, {int(budget):,} env steps" if budget else manifest.get("scale", "?")
     claim_text = f"{method} > {baseline} on {env}: {claim['paper']}"
+    differs = claim.get("differs", "")
     if mine is None or base is None or pair is None:
-        return [f"`{preset}`", claim_text, f"{scale}: no final scores for this pair", "inconclusive", ""]
+        return [f"`{preset}`", claim_text, f"{scale}: no final scores for this pair", "inconclusive", "", differs]
 
     def score(r):
         return f"{float(r['mean']):.3g} [{float(r['ci_low']):.3g}, {float(r['ci_high']):.3g}] ({r['seeds']} seeds)"
@@ -64,15 +67,15 @@ def claim_row(preset: str, claim: dict, baseline: str, results: Path, manifest: 
             f"{float(pair['p_x_better']):.2f} [{low:.2f}, {high:.2f}]")
     if manifest.get("scale") == "smoke":
         return [f"`{preset}`", claim_text, f"{ours} (a pipeline check: these numbers mean nothing)",
-                "not measured", f"[curves](results/{preset}/curves.png)"]
+                "not measured", f"[curves](results/{preset}/curves.png)", differs]
     return [f"`{preset}`", claim_text, ours, verdict(low, high),
-            f"[curves](results/{preset}/curves.png), [coverage](results/{preset}/coverage_{env}.png)"]
+            f"[curves](results/{preset}/curves.png), [coverage](results/{preset}/coverage_{env}.png)", differs]
 
 
 def table() -> tuple[str, list[str]]:
     spec = yaml.safe_load(MANIFEST.read_text())["presets"]
     lines = ["| preset | paper claim | our result (scale; final score mean [95% CI]; P(method > baseline) "
-             "[95% CI]) | verdict | figures |", "|---|---|---|---|---|"]
+             "[95% CI]) | verdict | figures | where ours differs from the paper |", "|---|---|---|---|---|---|"]
     committed = []
     for preset, entry in spec.items():
         results = RESULTS / preset
@@ -80,7 +83,7 @@ def table() -> tuple[str, list[str]]:
         if not (results / "manifest.json").is_file():
             for claim in claims:
                 lines.append(f"| `{preset}` | {claim['method']} > {entry['baseline']} on {claim['env']}: "
-                             f"{claim['paper']} | not run yet | pending | |")
+                             f"{claim['paper']} | not run yet | pending | | {claim.get('differs', '')} |")
             continue
         committed.append(preset)
         manifest = json.loads((results / "manifest.json").read_text())

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from omegaconf import OmegaConf
 
 from tests.conftest import ROOT
@@ -297,6 +298,8 @@ def test_the_fidelity_table_is_written_from_the_results_and_the_claims(tmp_path,
     row = next(line for line in text.splitlines() if "mountain_car_sparse" in line and "vime_classic" in line)
     assert f"{scale}, 1,000,000 env steps" in row and "P(vime > none) = 0.90 [0.70, 1.00]" in row
     assert row.split(" | ")[3] == expected
+    differs = yaml.safe_load((ROOT / "scripts" / "reproduce.yaml").read_text())["presets"]["vime_classic"]["claims"][0]
+    assert row.endswith(f"| {differs['differs']} |")  # the claim's own statement of what differs
     lacking = next(line for line in text.splitlines() if "on cartpole_swingup_sparse" in line)
     assert "no final scores for this pair" in lacking and "inconclusive" in lacking  # a claim the results lack
     assert "Committed presets: `vime_classic`" in text and "old" not in text

@@ -14,9 +14,9 @@ rule, the same for every row:
 
 A claim's `differs` (scripts/reproduce.yaml) says what our run does not share with the paper's (the
 budget, settings the paper does not give, known deviations): the table's last column, so that a verdict
-is read beside it. Results at the smoke scale (a pipeline check: seconds per run, numbers that mean nothing) get no
-verdict: "not measured". Presets without committed results are listed as pending. scripts/reproduce.py runs this after writing
-a results/<preset>/; nothing in the table is typed by hand.
+is read beside it. Results at the smoke scale (a pipeline check: seconds per run, numbers that mean
+nothing) get no verdict: "not measured". Presets without committed results are listed as pending.
+scripts/reproduce.py runs this after writing a results/<preset>/; nothing in the table is typed by hand.
 """
 from __future__ import annotations
 
@@ -55,9 +55,8 @@ def claim_row(preset: str, claim: dict, baseline: str, results: Path, manifest: 
     budget = manifest.get("envs", {}).get(env, {}).get("budget_env_steps", {}).get(method)
     scale = f"{manifest.get('scale', '?')}, {int(budget):,} env steps" if budget else manifest.get("scale", "?")
     claim_text = f"{method} > {baseline} on {env}: {claim['paper']}"
-    differs = claim.get("differs", "")
     if mine is None or base is None or pair is None:
-        return [f"`{preset}`", claim_text, f"{scale}: no final scores for this pair", "inconclusive", "", differs]
+        return [f"`{preset}`", claim_text, f"{scale}: no final scores for this pair", "inconclusive", ""]
 
     def score(r):
         return f"{float(r['mean']):.3g} [{float(r['ci_low']):.3g}, {float(r['ci_high']):.3g}] ({r['seeds']} seeds)"
@@ -67,9 +66,9 @@ def claim_row(preset: str, claim: dict, baseline: str, results: Path, manifest: 
             f"{float(pair['p_x_better']):.2f} [{low:.2f}, {high:.2f}]")
     if manifest.get("scale") == "smoke":
         return [f"`{preset}`", claim_text, f"{ours} (a pipeline check: these numbers mean nothing)",
-                "not measured", f"[curves](results/{preset}/curves.png)", differs]
+                "not measured", f"[curves](results/{preset}/curves.png)"]
     return [f"`{preset}`", claim_text, ours, verdict(low, high),
-            f"[curves](results/{preset}/curves.png), [coverage](results/{preset}/coverage_{env}.png)", differs]
+            f"[curves](results/{preset}/curves.png), [coverage](results/{preset}/coverage_{env}.png)"]
 
 
 def table() -> tuple[str, list[str]]:
@@ -82,13 +81,15 @@ def table() -> tuple[str, list[str]]:
         claims = entry.get("claims") or []
         if not (results / "manifest.json").is_file():
             for claim in claims:
-                lines.append(f"| `{preset}` | {claim['method']} > {entry['baseline']} on {claim['env']}: "
-                             f"{claim['paper']} | not run yet | pending | | {claim.get('differs', '')} |")
+                cells = [f"`{preset}`", f"{claim['method']} > {entry['baseline']} on {claim['env']}: {claim['paper']}",
+                         "not run yet", "pending", ""]
+                lines.append("| " + " | ".join([*cells, claim.get("differs", "")]) + " |")
             continue
         committed.append(preset)
         manifest = json.loads((results / "manifest.json").read_text())
         for claim in claims:
-            lines.append("| " + " | ".join(claim_row(preset, claim, entry["baseline"], results, manifest)) + " |")
+            cells = claim_row(preset, claim, entry["baseline"], results, manifest)
+            lines.append("| " + " | ".join([*cells, claim.get("differs", "")]) + " |")
     return "\n".join(lines), committed
 
 
